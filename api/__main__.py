@@ -1,0 +1,66 @@
+"""``python -m api``: run the Task Scheduler Server on waitress until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from waitress import create_server
+
+from policies.errors import PolicyError
+from scheduler.errors import StoreError
+
+from .app import close_app, create_app
+from .config import ServerConfig, is_loopback, parse_args
+
+log = logging.getLogger("api")
+
+
+def serve(config: ServerConfig) -> int:
+    if not is_loopback(config.host) and not config.token:
+        log.error("refusing to listen on %s without a token: anyone who can reach that address "
+                  "could run commands. Set --token (or TASK_SCHEDULER_TOKEN), or listen on "
+                  "127.0.0.1.", config.host)
+        return 2
+    try:
+        app = create_app(config)
+    except (PolicyError, StoreError) as exc:
+        log.error("cannot start: %s", exc.message)
+        return 2
+    try:
+        server = create_server(app, host=config.host, port=config.port, threads=config.threads,
+                               ident="task-scheduler")
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        close_app(app, grace=0)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    log.info("listening on http://%s:%d (policy %s, data %s, %d workers)", config.host,
+             config.port, config.policy, config.data_dir, config.workers)
+    stop.wait()
+    log.info("shutting down: no new runs; running jobs get %.0f s", config.shutdown_grace)
+    server.close()
+    close_app(app)
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

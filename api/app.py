@@ -1,0 +1,113 @@
+"""The Flask application factory: builds the store, the pool, the scheduler and the routes.
+
+Nothing is created at import. ``create_app(config)`` wires everything and starts the
+scheduler's threads and the worker pool; ``close_app(app)`` shuts them down gracefully.
+Long-lived objects hang on ``app.extensions["task_scheduler"]``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from pathlib import Path
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from policies.source import PolicySource
+from sandbox.pool import WorkerPool
+from scheduler.executor import Executor
+from scheduler.service import Scheduler, SchedulerConfig
+from scheduler.store import Store
+
+from . import errors
+from .actions import ACTIONS, Context
+from .config import ServerConfig
+from .errors import ApiError
+from .fields import Body
+
+log = logging.getLogger(__name__)
+EXTENSION = "task_scheduler"
+
+bp = Blueprint("schedule", __name__)
+
+
+def context() -> Context:
+    return current_app.extensions[EXTENSION]
+
+
+def _check_token(config: ServerConfig) -> None:
+    if config.token is None:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), config.token.encode()):
+        raise ApiError(401, "unauthorized", "This server needs 'Authorization: Bearer <token>' "
+                       "with the operator's token.", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _read_body(config: ServerConfig) -> Body:
+    limit = config.max_body_kb * 1024
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"The request body is larger than {config.max_body_kb} KB.")
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       "POST /schedule takes a JSON body with 'Content-Type: application/json'.")
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise ApiError(413, "body_too_large", f"The request body is larger than {config.max_body_kb} KB.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "The request body must be a JSON object with an 'action'.")
+    return Body(data)
+
+
+@bp.get("/health")
+def health():
+    return jsonify({"status": "ok"})
+
+
+@bp.post("/schedule")
+def schedule():
+    config: ServerConfig = current_app.config["SERVER"]
+    _check_token(config)
+    body = _read_body(config)
+    action = body.raw("action")
+    if action is None:
+        raise ApiError(400, "missing_field", "'action' is required: one of "
+                       f"{', '.join(ACTIONS)}.", field="action")
+    handler = ACTIONS.get(action) if isinstance(action, str) else None
+    if handler is None:
+        raise ApiError(400, "invalid_action", f"Unknown action {action!r}; accepted: "
+                       f"{', '.join(ACTIONS)}.", field="action")
+    return jsonify(handler(context(), body))
+
+
+def create_app(config: ServerConfig | None = None, *, executor: Executor | None = None) -> Flask:
+    """Build the application and start its scheduler (see the module docstring)."""
+    config = config or ServerConfig()
+    app = Flask(__name__)
+    app.config["SERVER"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_kb * 1024
+    app.json.sort_keys = False
+    policy = PolicySource(config.policy, base_dir=Path.cwd())
+    store = Store(config.db_path)
+    pool = executor or WorkerPool(config.workers, log_level=logging.getLogger().level)
+    scheduler = Scheduler(store, pool, policy.current,
+                          config=SchedulerConfig(history_per_task=config.history_per_task,
+                                                 shutdown_grace=config.shutdown_grace,
+                                                 autostart=config.autostart))
+    scheduler.open()
+    app.extensions[EXTENSION] = Context(scheduler=scheduler, policy=policy)
+    app.register_blueprint(bp)
+    errors.register(app)
+    return app
+
+
+def close_app(app: Flask, grace: float | None = None) -> None:
+    """Stop dispatching, give running jobs their grace period, stop the pool."""
+    app.extensions[EXTENSION].scheduler.close(grace)

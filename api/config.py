@@ -1,0 +1,83 @@
+"""Server configuration: command-line options, each also read from ``TASK_SCHEDULER_<NAME>``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_PREFIX = "TASK_SCHEDULER_"
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``create_app`` needs; defaults are the embedded single-machine setup."""
+
+    host: str = "127.0.0.1"
+    port: int = 10800
+    policy: Path = Path("policies/allowed.yaml")
+    data_dir: Path = Path("data")
+    workers: int = max(2, os.cpu_count() or 2)
+    token: str | None = None
+    autostart: bool = False
+    threads: int = 8
+    max_body_kb: int = 512
+    shutdown_grace: float = 10.0
+    history_per_task: int = 100
+    log_level: str = "INFO"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "scheduler.db"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _env(name: str, default):
+    return os.environ.get(ENV_PREFIX + name.upper(), default)
+
+
+def _flag(name: str) -> bool:
+    return _env(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str] | None = None) -> ServerConfig:
+    """Build a :class:`ServerConfig` from ``argv`` and the environment (options win)."""
+    d = ServerConfig()
+    p = argparse.ArgumentParser(prog="python -m api", description="Task Scheduler Server")
+    p.add_argument("--host", default=_env("host", d.host), help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=int(_env("port", d.port)), help="port (default %(default)s)")
+    p.add_argument("--policy", type=Path, default=Path(_env("policy", d.policy)),
+                   help="policy file (default %(default)s)")
+    p.add_argument("--data-dir", type=Path, default=Path(_env("data_dir", d.data_dir)),
+                   help="where the SQLite store lives (default %(default)s)")
+    p.add_argument("--workers", type=int, default=int(_env("workers", d.workers)),
+                   help="worker processes (default %(default)s)")
+    p.add_argument("--token", default=_env("token", None),
+                   help="require 'Authorization: Bearer <token>' on every API request")
+    p.add_argument("--autostart", action="store_true", default=_flag("autostart"),
+                   help="start dispatching at start-up even on a fresh data directory")
+    p.add_argument("--threads", type=int, default=int(_env("threads", d.threads)),
+                   help="HTTP server threads (default %(default)s)")
+    p.add_argument("--shutdown-grace", type=float, default=float(_env("shutdown_grace", d.shutdown_grace)),
+                   help="seconds running jobs get at shutdown before they are killed")
+    p.add_argument("--log-level", default=_env("log_level", d.log_level),
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    a = p.parse_args(argv)
+    if a.workers < 1 or a.threads < 1:
+        p.error("--workers and --threads must be at least 1")
+    if not 0 < a.port < 65536:
+        p.error("--port must be between 1 and 65535")
+    return ServerConfig(host=a.host, port=a.port, policy=a.policy, data_dir=a.data_dir,
+                        workers=a.workers, token=a.token or None, autostart=a.autostart,
+                        threads=a.threads, shutdown_grace=a.shutdown_grace, log_level=a.log_level)

@@ -1,0 +1,80 @@
+"""How tasks and runs look in responses (the seed's shapes, plus the extension keys)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from scheduler.models import Run, Task
+
+TAIL_CHARS = 4096
+
+
+def fmt_time(t: float | None) -> str | None:
+    """The seed's time form, ``YYYY-MM-DD HH:MM:SS``, in the server's local time."""
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def task_state(task: Task, next_run: float | None) -> str:
+    if task.paused:
+        return "paused"
+    return "scheduled" if next_run is not None else "finished"
+
+
+def task_details(task: Task, next_run: float | None) -> dict[str, Any]:
+    spec = task.spec
+    return {
+        "type": spec.task_type.value,
+        "interval": spec.interval,
+        "command": spec.command,
+        "file_path": spec.file_path,
+        "custom_script": spec.custom_script,
+        "next_run": fmt_time(next_run),
+        "created_at": fmt_time(task.created_at),
+        "schedule": task.schedule.canonical,
+        "updated_at": fmt_time(task.updated_at),
+        "working_dir": spec.working_dir,
+        "env": dict(spec.env),
+        "timeout": spec.timeout,
+        "overlap": spec.overlap.value,
+        "misfire": spec.misfire.value,
+        "until": fmt_time(spec.until),
+        "max_runs": spec.max_runs,
+        "paused": task.paused,
+        "state": task_state(task, next_run),
+        "runs_fired": task.runs_fired,
+    }
+
+
+def task_view(task: Task, next_run: float | None) -> dict[str, Any]:
+    return {"id": task.task_id, "details": task_details(task, next_run)}
+
+
+def _tail(text: str) -> str:
+    return text if len(text) <= TAIL_CHARS else text[-TAIL_CHARS:]
+
+
+def run_view(run: Run, *, full_output: bool = False) -> dict[str, Any]:
+    """A run record; ``runs`` shows output tails, ``output`` all that was kept."""
+    view = {
+        "run_id": run.run_id,
+        "task_id": run.task_id,
+        "trigger": run.trigger.value,
+        "status": run.status.value,
+        "reason": run.reason,
+        "exit_code": run.exit_code,
+        "scheduled_for": fmt_time(run.scheduled_for),
+        "started_at": fmt_time(run.started_at),
+        "finished_at": fmt_time(run.finished_at),
+        "duration_ms": run.duration_ms,
+        "lateness_ms": run.lateness_ms,
+        "truncated": run.truncated,
+        "tests": run.tests.to_dict() if run.tests else None,
+    }
+    if full_output:
+        view["stdout"], view["stderr"] = run.stdout, run.stderr
+    else:
+        view["stdout_tail"], view["stderr_tail"] = _tail(run.stdout), _tail(run.stderr)
+    return view

@@ -1,0 +1,75 @@
+"""The policy in force, re-read when its file changes.
+
+:class:`PolicySource` holds the last good policy. ``current()`` is cheap and is called on
+every request and every run; at most once per ``check_interval`` seconds it looks at the
+file's identity (inode, size, modification time) and re-reads it when that changed. A file
+that fails validation is not applied: the last good policy stays in force, and ``error``
+says why until a good file is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import PolicyFileError
+from .loader import load_policy
+from .model import Policy
+
+log = logging.getLogger(__name__)
+
+
+class PolicySource:
+    """The operator's policy file and the last good policy read from it."""
+
+    def __init__(self, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None,
+                 check_interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.path = Path(path).absolute()
+        self.base_dir = base_dir
+        self.check_interval = check_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._identity = self._stat()
+        self._policy = load_policy(self.path, base_dir=base_dir)
+        self.loaded_at = time.time()
+        self.error: str | None = None
+        self._next_check = clock() + check_interval
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> Policy:
+        """The policy in force (re-read first if the file changed since the last look)."""
+        now = self._clock()
+        if now >= self._next_check:
+            self.refresh(now)
+        return self._policy
+
+    def refresh(self, now: float | None = None) -> bool:
+        """Re-read the file if it changed; True if a new policy was applied."""
+        with self._lock:
+            self._next_check = (self._clock() if now is None else now) + self.check_interval
+            identity = self._stat()
+            if identity == self._identity:
+                return False
+            self._identity = identity
+            try:
+                policy = load_policy(self.path, base_dir=self.base_dir)
+            except PolicyFileError as exc:
+                self.error = exc.message
+                log.error("policy %s not applied, the last good policy stays in force: %s",
+                          self.path, exc.message)
+                return False
+            self._policy = policy
+            self.loaded_at = time.time()
+            self.error = None
+            log.info("policy %s reloaded", self.path)
+            return True

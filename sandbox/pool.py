@@ -1,0 +1,299 @@
+"""The worker pool: N long-lived worker processes under one supervisor thread.
+
+``submit`` never blocks: requests wait in a FIFO until a worker is idle. The supervisor
+thread owns the workers. It waits on their pipes and process sentinels (no polling), hands
+out requests, reports starts and results through callbacks, replaces a worker that died
+(recording its run as ``error`` with the reason) and kills one that stopped answering
+(its run exceeded its timeout by ``hang_grace`` seconds). The server process is a child
+subreaper, so processes orphaned by a dead worker land here and are killed too.
+
+Lifecycle: ``start()`` → ``submit()``... → ``stop(grace)`` → ``join()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection, wait
+
+import psutil
+
+from . import procs
+from .errors import PoolClosed
+from .types import RunRequest, RunResult, RunStatus
+from .worker import worker_main
+
+log = logging.getLogger(__name__)
+
+StartedCallback = Callable[[int, float, int], None]
+ResultCallback = Callable[[RunResult], None]
+
+
+@dataclass
+class _Slot:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    current: RunRequest | None = None
+    deadline: float | None = None
+
+
+class WorkerPool:
+    """A supervised pool of ``size`` worker processes (see the module docstring)."""
+
+    def __init__(self, size: int, *, hang_grace: float = 10.0, log_level: int = logging.WARNING):
+        if size < 1:
+            raise ValueError("a pool needs at least one worker")
+        self.size = size
+        self._on_started: StartedCallback = lambda run_id, started_at, pid: None
+        self._on_result: ResultCallback = lambda result: None
+        self._hang_grace = hang_grace
+        self._log_level = log_level
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._queue: deque[RunRequest] = deque()
+        self._slots: list[_Slot] = []
+        self._wake_r, self._wake_w = os.pipe()
+        self._closing = False
+        self._cancel_reason: str | None = None
+        self._thread = threading.Thread(target=self._supervise, name="pool-supervisor", daemon=True)
+
+    # -- public API ---------------------------------------------------------------------
+
+    def start(self, on_started: StartedCallback, on_result: ResultCallback) -> None:
+        """Start the workers; ``on_started``/``on_result`` are called from the supervisor thread."""
+        self._on_started = on_started
+        self._on_result = on_result
+        procs.become_subreaper()
+        self._thread.start()
+
+    def submit(self, request: RunRequest) -> None:
+        """Queue ``request``; a worker picks it up as soon as one is idle."""
+        with self._lock:
+            if self._closing:
+                raise PoolClosed("the worker pool is shutting down")
+            self._queue.append(request)
+        self._wake()
+
+    def alive(self) -> int:
+        """How many workers are running now."""
+        with self._lock:
+            return sum(1 for s in self._slots if s.process.is_alive())
+
+    def busy(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._slots if s.current is not None)
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            return [s.process.pid for s in self._slots if s.process.pid]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work; give running jobs ``grace`` seconds, then cancel them."""
+        with self._lock:
+            self._closing = True
+            dropped = list(self._queue)
+            self._queue.clear()
+        for request in dropped:
+            self._report(RunResult(run_id=request.run_id, status=RunStatus.INTERRUPTED,
+                                   reason="the server stopped before the run started",
+                                   finished_at=time.time()))
+        self._wake()
+        end = time.monotonic() + grace
+        while self.busy() and time.monotonic() < end:
+            time.sleep(0.05)
+        if self.busy():
+            with self._lock:
+                self._cancel_reason = f"the server stopped; the run did not end within {grace:g} s"
+            self._wake()
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("pool supervisor did not stop within %.1f s", timeout)
+        for slot in self._slots:
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(1)
+
+    # -- supervisor thread --------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _spawn(self) -> _Slot:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=worker_main, args=(child, self._log_level),
+                                    name="task-worker", daemon=False)
+        process.start()
+        child.close()
+        log.info("worker started: pid %d", process.pid)
+        return _Slot(process=process, conn=parent)
+
+    def _supervise(self) -> None:
+        os.set_blocking(self._wake_w, False)
+        with self._lock:
+            self._slots = [self._spawn() for _ in range(self.size)]
+        while True:
+            with self._lock:
+                slots = list(self._slots)
+                closing = self._closing
+                cancel = self._cancel_reason
+            if closing and not any(s.current for s in slots):
+                break
+            if cancel:
+                self._cancel_all(slots, cancel)
+            waitables = [self._wake_r] + [s.conn for s in slots] + [s.process.sentinel for s in slots]
+            deadlines = [s.deadline for s in slots if s.deadline is not None]
+            timeout = max(min(deadlines) - time.monotonic(), 0) if deadlines else None
+            ready = wait(waitables, timeout)
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            for slot in slots:
+                connected = self._receive(slot) if slot.conn in ready else True
+                if not connected or slot.process.sentinel in ready:
+                    self._replace(slot, closing)
+            self._check_hung()
+            self._assign()
+        self._shutdown_workers()
+
+    def _receive(self, slot: _Slot) -> bool:
+        """Handle every message waiting on ``slot``; False once the worker's pipe is closed."""
+        try:
+            while slot.conn.poll():
+                message = slot.conn.recv()
+                if message[0] == "started":
+                    _, run_id, started_at, pid = message
+                    self._call(self._on_started, run_id, started_at, pid)
+                elif message[0] == "done":
+                    result: RunResult = message[1]
+                    with self._lock:
+                        slot.current = None
+                        slot.deadline = None
+                    self._report(result)
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _replace(self, slot: _Slot, closing: bool) -> None:
+        # The pipe closes a moment before the process can be reaped; give it that moment.
+        slot.process.join(1)
+        code = slot.process.exitcode
+        reason = procs.describe_exit(code) if code is not None else "stopped answering"
+        if code is None:
+            slot.process.kill()
+            slot.process.join(1)
+        log.warning("worker pid %d died: %s", slot.process.pid, reason)
+        lost = slot.current
+        self._kill_orphans()
+        slot.conn.close()
+        with self._lock:
+            index = self._slots.index(slot)
+            if closing:
+                self._slots.pop(index)
+            else:
+                self._slots[index] = self._spawn()
+        if lost is not None:
+            self._report(RunResult(run_id=lost.run_id, status=RunStatus.ERROR,
+                                   reason=f"the worker running it (pid {slot.process.pid}) died: {reason}",
+                                   finished_at=time.time()))
+
+    def _kill_orphans(self) -> None:
+        """Kill processes a dead worker's jobs left behind, now re-parented to us."""
+        with self._lock:
+            known = {s.process.pid for s in self._slots if s.process.is_alive()}
+        tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+        if tracker:
+            known.add(tracker)
+        try:
+            children = psutil.Process().children()
+        except psutil.Error:
+            return
+        for child in children:
+            if child.pid in known:
+                continue
+            try:
+                tree = [child] + child.children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            for proc in tree:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(tree, timeout=1)
+
+    def _check_hung(self) -> None:
+        now = time.monotonic()
+        for slot in list(self._slots):
+            if slot.deadline is not None and now >= slot.deadline and slot.process.is_alive():
+                log.error("worker pid %d did not finish run %s in time; killing it",
+                          slot.process.pid, slot.current.run_id if slot.current else "?")
+                slot.process.kill()
+
+    def _assign(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            idle = [s for s in self._slots if s.current is None and s.process.is_alive()]
+            jobs = []
+            while idle and self._queue:
+                slot = idle.pop()
+                request = self._queue.popleft()
+                timeout = request.timeout or request.policy.limits.timeout_seconds
+                slot.current = request
+                slot.deadline = time.monotonic() + timeout + self._hang_grace
+                jobs.append((slot, request))
+        for slot, request in jobs:
+            try:
+                slot.conn.send(("run", request))
+            except OSError as exc:
+                log.warning("could not hand run %d to worker pid %d: %s",
+                            request.run_id, slot.process.pid, exc)
+
+    def _cancel_all(self, slots: list[_Slot], reason: str) -> None:
+        with self._lock:
+            self._cancel_reason = None
+        for slot in slots:
+            if slot.current is not None:
+                try:
+                    slot.conn.send(("cancel", reason))
+                except OSError:
+                    pass
+                slot.deadline = time.monotonic() + 5.0
+
+    def _shutdown_workers(self) -> None:
+        for slot in self._slots:
+            try:
+                slot.conn.send(("stop",))
+            except OSError:
+                pass
+        for slot in self._slots:
+            slot.process.join(2)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(1)
+        self._kill_orphans()
+
+    def _report(self, result: RunResult) -> None:
+        self._call(self._on_result, result)
+
+    @staticmethod
+    def _call(callback: Callable, *args) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("run callback failed")

@@ -1,0 +1,132 @@
+"""Process-level helpers: prctl, killing whole process trees, readable exit reasons.
+
+A job may fork, call ``setsid`` after a double fork, or ignore SIGTERM. The process that
+launches jobs is made a *child subreaper*, so every orphan of its jobs is re-parented to it
+and stays visible as one of its descendants; killing "all my descendants" therefore reaches
+escapees that a process-group kill would miss. "No such process" is never an error here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int) -> bool:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        log.warning("prctl(%d, %d) failed: %s", option, value, os.strerror(ctypes.get_errno()))
+        return False
+    return True
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt the orphans of its descendants (Linux ≥ 3.4)."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent thread exits."""
+    return _prctl(_PR_SET_PDEATHSIG, int(sig))
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def describe_exit(returncode: int) -> str:
+    """Turn a ``Popen.returncode`` into a sentence: 'exited with code 3', 'killed by SIGKILL'."""
+    if returncode < 0:
+        return f"terminated by {signal_name(-returncode)}"
+    return f"exited with code {returncode}"
+
+
+def _send(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("not permitted to send %s to pid %d", signal_name(sig), pid)
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Signal a process group; a group that no longer exists is fine."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("not permitted to send %s to process group %d", signal_name(sig), pgid)
+
+
+def descendants(pid: int | None = None) -> list[psutil.Process]:
+    """All live descendants of ``pid`` (default: this process)."""
+    try:
+        return psutil.Process(pid or os.getpid()).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def reap_children(exclude: frozenset[int] = frozenset()) -> int:
+    """Reap every exited child except those in ``exclude``; return how many were reaped.
+
+    Children listed in ``exclude`` are waited for by their owners (``Popen``,
+    ``multiprocessing``), whose exit status must not be stolen.
+    """
+    reaped = 0
+    for child in descendants():
+        if child.pid in exclude:
+            continue
+        try:
+            done, _ = os.waitpid(child.pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        reaped += done != 0
+    return reaped
+
+
+def kill_descendants(*, exclude: frozenset[int] = frozenset(), deadline: float = 2.0) -> int:
+    """SIGKILL every descendant of this process (but ``exclude``) until none is left.
+
+    A fork bomb can create processes while we kill, so sweep until a sweep finds nothing
+    or ``deadline`` seconds have passed. Processes are stopped first (SIGSTOP) so that a
+    sweep's victims cannot fork in between being listed and being killed. Returns the
+    number of processes that were signalled.
+    """
+    signalled = 0
+    end = time.monotonic() + deadline
+    while True:
+        victims = [p for p in descendants() if p.pid not in exclude]
+        live = [p for p in victims if _status(p) != psutil.STATUS_ZOMBIE]
+        for proc in live:
+            _send(proc.pid, signal.SIGSTOP)
+        for proc in live:
+            _send(proc.pid, signal.SIGKILL)
+        signalled += len(live)
+        reap_children(exclude)
+        if not live or time.monotonic() > end:
+            if live:
+                log.error("%d processes still alive after %.1f s of killing", len(live), deadline)
+            return signalled
+        time.sleep(0.005)
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return proc.status()
+    except psutil.NoSuchProcess:
+        return psutil.STATUS_ZOMBIE

@@ -1,0 +1,224 @@
+"""Run one job as a child process and watch it until it ends.
+
+Called inside a worker process, which is single-threaded (so ``preexec_fn`` is safe) and a
+child subreaper (so every process the job starts stays its descendant). The job gets its
+own session and process group, a fresh environment, rlimits, and a parent-death signal.
+While it runs, the watch loop reads its output, enforces the wall-clock timeout, the output
+cap and the memory and process caps summed over the whole process tree (sampled every
+``SAMPLE_INTERVAL``), and listens to the control connection: a cancel request or the
+server going away stops the job. When the main process ends, whatever it left behind is
+killed: nothing survives a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import psutil
+
+from policies import PolicyViolation
+
+from . import procs
+from .capture import OutputCapture
+from .launch import LaunchPlan, plan_run
+from .report import read_junit_counts
+from .types import RunRequest, RunResult, RunStatus
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL = 0.1
+TERM_GRACE = 1.0
+DRAIN_TIMEOUT = 0.5
+READ_CHUNK = 65536
+
+
+class Cancelled(Exception):
+    """The server asked for the running job to stop (shutdown) or went away."""
+
+
+@dataclass
+class _Stop:
+    status: RunStatus
+    reason: str
+
+
+def execute(request: RunRequest, control: Connection | None = None) -> RunResult:
+    """Run ``request`` to completion and return its result; never raises for job failures."""
+    tmpdir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
+    try:
+        try:
+            plan = plan_run(request, tmpdir)
+        except PolicyViolation as exc:
+            return RunResult(run_id=request.run_id, status=RunStatus.REJECTED,
+                             reason=f"{exc.code}: {exc.message}", finished_at=time.time())
+        return _Job(request.run_id, plan, control).run()
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _limit_child(plan: LaunchPlan):
+    cpu = int(plan.limits.cpu_seconds)
+
+    def preexec() -> None:
+        procs.set_parent_death_signal(signal.SIGKILL)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+    return preexec
+
+
+class _Job:
+    def __init__(self, run_id: int, plan: LaunchPlan, control: Connection | None):
+        self.run_id = run_id
+        self.plan = plan
+        self.control = control
+        limit = plan.limits.max_output_kb * 1024
+        self.out = OutputCapture(limit)
+        self.err = OutputCapture(limit)
+        self.output_limit = limit
+        self.stop: _Stop | None = None
+
+    def run(self) -> RunResult:
+        plan = self.plan
+        try:
+            proc = subprocess.Popen(
+                plan.argv, cwd=plan.cwd, env=plan.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                close_fds=True, preexec_fn=_limit_child(plan))
+        except OSError as exc:
+            return RunResult(run_id=self.run_id, status=RunStatus.ERROR,
+                             reason=f"could not start the job: {exc.strerror or exc}",
+                             finished_at=time.time())
+        started_at = time.time()
+        if self.control is not None:
+            self.control.send(("started", self.run_id, started_at, proc.pid))
+        try:
+            self._watch(proc, started_at)
+        finally:
+            self._finish(proc)
+        return self._result(proc, started_at)
+
+    def _watch(self, proc: subprocess.Popen, started_at: float) -> None:
+        deadline = time.monotonic() + self.plan.limits.timeout_seconds
+        sel = selectors.DefaultSelector()
+        for stream, capture in ((proc.stdout, self.out), (proc.stderr, self.err)):
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ, capture)
+        if self.control is not None:
+            sel.register(self.control, selectors.EVENT_READ, None)
+        next_sample = time.monotonic()
+        try:
+            while self.stop is None and proc.poll() is None:
+                now = time.monotonic()
+                if now >= deadline:
+                    self.stop = _Stop(RunStatus.TIMED_OUT,
+                                      f"timeout: ran longer than {self.plan.limits.timeout_seconds:g} s")
+                    break
+                if now >= next_sample:
+                    self._sample(proc)
+                    next_sample = now + SAMPLE_INTERVAL
+                    continue
+                wait = min(deadline, next_sample) - now
+                for key, _ in sel.select(max(wait, 0)):
+                    if key.data is None:
+                        self._on_control()
+                    else:
+                        self._read(key, sel)
+        finally:
+            sel.close()
+
+    def _read(self, key: selectors.SelectorKey, sel: selectors.BaseSelector) -> None:
+        try:
+            data = os.read(key.fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not data:
+            sel.unregister(key.fileobj)
+            return
+        key.data.feed(data)
+        if self.out.total + self.err.total > self.output_limit and self.stop is None:
+            self.stop = _Stop(RunStatus.KILLED,
+                              f"output: wrote more than {self.plan.limits.max_output_kb} KB")
+
+    def _on_control(self) -> None:
+        try:
+            message = self.control.recv()
+        except (EOFError, OSError):
+            self.stop = _Stop(RunStatus.INTERRUPTED, "the server went away while the run was running")
+            return
+        if message and message[0] == "cancel":
+            self.stop = _Stop(RunStatus.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
+
+    def _sample(self, proc: subprocess.Popen) -> None:
+        tree = procs.descendants()
+        limits = self.plan.limits
+        if len(tree) > limits.max_processes:
+            self.stop = _Stop(RunStatus.KILLED,
+                              f"processes: more than {limits.max_processes} processes")
+            return
+        rss = 0
+        for p in tree:
+            try:
+                rss += p.memory_info().rss
+            except psutil.Error:
+                continue
+        if rss > limits.memory_mb * 1024 * 1024:
+            self.stop = _Stop(RunStatus.KILLED,
+                              f"memory: used more than {limits.memory_mb} MB ({rss // 1048576} MB)")
+
+    def _finish(self, proc: subprocess.Popen) -> None:
+        """Stop the job's whole tree (politely first if it is still running), then drain."""
+        if proc.poll() is None and self.stop is not None and self.stop.status is not RunStatus.KILLED:
+            procs.signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(TERM_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
+        procs.signal_group(proc.pid, signal.SIGKILL)
+        procs.kill_descendants(exclude=frozenset({proc.pid}))
+        proc.wait()
+        procs.kill_descendants()
+        self._drain(proc)
+
+    def _drain(self, proc: subprocess.Popen) -> None:
+        end = time.monotonic() + DRAIN_TIMEOUT
+        for stream, capture in ((proc.stdout, self.out), (proc.stderr, self.err)):
+            while time.monotonic() < end:
+                try:
+                    data = os.read(stream.fileno(), READ_CHUNK)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                capture.feed(data)
+            stream.close()
+
+    def _result(self, proc: subprocess.Popen, started_at: float) -> RunResult:
+        code = proc.returncode
+        if self.stop is not None:
+            status, reason = self.stop.status, self.stop.reason
+        elif code == 0:
+            status, reason = RunStatus.SUCCEEDED, None
+        else:
+            status, reason = RunStatus.FAILED, procs.describe_exit(code)
+            if code == -signal.SIGXCPU:
+                status = RunStatus.KILLED
+                reason = f"cpu: used more than {self.plan.limits.cpu_seconds} s of CPU time"
+        tests = read_junit_counts(self.plan.report_path) if self.plan.report_path else None
+        return RunResult(
+            run_id=self.run_id, status=status, reason=reason, exit_code=code,
+            started_at=started_at, finished_at=time.time(),
+            stdout=self.out.text(), stderr=self.err.text(),
+            truncated=self.out.truncated or self.err.truncated, tests=tests, pid=proc.pid)

@@ -1,0 +1,84 @@
+"""Plain data crossing the process boundary between the scheduler and the workers.
+
+Everything here is picklable and carries no behaviour beyond small conveniences: a
+:class:`RunRequest` goes to a worker, a :class:`RunResult` comes back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from policies import Policy, TaskType
+
+
+class RunStatus(str, enum.Enum):
+    """A run's lifecycle state; everything but QUEUED and RUNNING is final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run to execute, with the policy in force when it was handed out.
+
+    Paths are as the task stated them; the worker resolves and checks them again against
+    ``policy`` at run time, since the file system and the policy may have changed since
+    the task was created.
+    """
+
+    run_id: int
+    task_id: str
+    task_type: TaskType
+    policy: Policy
+    command: str | None = None
+    file_path: str | None = None
+    custom_script: str | None = None
+    working_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    scheduled_for: float | None = None
+
+
+@dataclass(frozen=True)
+class TestCounts:
+    """pytest's own counts for a test run (from its JUnit XML report)."""
+
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"passed": self.passed, "failed": self.failed, "errors": self.errors,
+                "skipped": self.skipped}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What happened to one run. ``started_at`` is None when no process was started."""
+
+    run_id: int
+    status: RunStatus
+    reason: str | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    tests: TestCounts | None = None
+    pid: int | None = None

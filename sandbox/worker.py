@@ -1,0 +1,44 @@
+"""The worker process: receives run requests over a pipe and runs one job at a time.
+
+A worker is started with the ``spawn`` context, so it begins single-threaded and with none
+of the server's threads or locks. It makes itself a child subreaper so that every process
+its jobs leave behind is re-parented to it and can be killed. When the server goes away
+(the pipe reaches end of file), the worker kills its job and exits: no job outlives the
+server, even one killed with SIGKILL.
+
+Messages in:  ("run", RunRequest) · ("cancel", reason) · ("stop",)
+Messages out: ("started", run_id, started_at, pid) · ("done", RunResult)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from multiprocessing.connection import Connection
+
+from . import procs, runner
+
+log = logging.getLogger(__name__)
+
+
+def worker_main(conn: Connection, log_level: int = logging.WARNING) -> None:
+    """Entry point of a worker process; returns when told to stop or the server is gone."""
+    logging.basicConfig(level=log_level, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    # Ctrl-C reaches the whole foreground process group; the server decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    procs.become_subreaper()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        kind = message[0]
+        if kind == "stop":
+            return
+        if kind != "run":
+            continue
+        result = runner.execute(message[1], conn)
+        try:
+            conn.send(("done", result))
+        except OSError:
+            return

@@ -1,0 +1,91 @@
+"""Errors raised by the scheduler package.
+
+One base class, :class:`SchedulerError`; each error has a stable ``code`` that clients
+branch on and, where one request field is at fault, that ``field``. The HTTP layer maps the
+classes to status codes in one place.
+"""
+
+from __future__ import annotations
+
+
+class SchedulerError(Exception):
+    """Base class of every error raised by :mod:`scheduler`."""
+
+    code = "scheduler_error"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(SchedulerError):
+    """A request field is missing, of the wrong type, or has a value that is not accepted."""
+
+    code = "invalid_parameter"
+
+
+class InvalidInterval(InvalidRequest):
+    """The ``interval`` text is not one of the accepted schedule forms."""
+
+    code = "invalid_interval"
+
+    def __init__(self, message: str, *, field: str | None = "interval", code: str | None = None):
+        super().__init__(message, field=field, code=code)
+
+
+class QuotaExceeded(InvalidRequest):
+    """A policy quota (``max_tasks``) would be exceeded."""
+
+    code = "quota_exceeded"
+
+
+class TaskNotFound(SchedulerError):
+    """No task has the given ``task_id``."""
+
+    code = "task_not_found"
+
+    def __init__(self, task_id: str):
+        super().__init__(f"No task with task_id '{task_id}'. Use the 'list' action to see the tasks.",
+                         field="task_id")
+        self.task_id = task_id
+
+
+class RunNotFound(SchedulerError):
+    """No run has the given ``run_id``."""
+
+    code = "run_not_found"
+
+    def __init__(self, run_id: object):
+        super().__init__(f"No run with run_id {run_id!r}. Use the 'runs' action to see recent runs.",
+                         field="run_id")
+        self.run_id = run_id
+
+
+class TaskExists(SchedulerError):
+    """A task with the given ``task_id`` already exists."""
+
+    code = "task_exists"
+
+    def __init__(self, task_id: str):
+        super().__init__(f"A task with task_id '{task_id}' already exists. Choose another task_id, "
+                         "or use 'update' to change it.", field="task_id")
+        self.task_id = task_id
+
+
+class RateLimited(SchedulerError):
+    """A rate limit was hit; ``retry_after`` is the number of seconds to wait."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(SchedulerError):
+    """The store cannot be opened or written (disk full, corrupt file, wrong schema)."""
+
+    code = "store_error"

@@ -1,0 +1,115 @@
+"""Typed data of the scheduler: task specifications, tasks, runs and their enums."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from policies import TaskType
+from sandbox.types import RunStatus, TestCounts
+
+from .grammar import Schedule
+
+__all__ = ["Misfire", "Overlap", "Run", "RunStatus", "Task", "TaskSpec", "TaskType", "Trigger",
+           "TestCounts", "SchedulerStatus"]
+
+
+class Overlap(str, enum.Enum):
+    """What happens when a scheduled run falls due while the task's previous run is active."""
+
+    SKIP = "skip"      # record a `skipped` run (the default, like Kubernetes' Forbid)
+    QUEUE = "queue"    # run it after the active one; at most one waits, later ones are skipped
+    ALLOW = "allow"    # run concurrently
+
+
+class Misfire(str, enum.Enum):
+    """What happens to slots that fell due while the server was down."""
+
+    SKIP = "skip"          # resume at the next future slot (the default)
+    RUN_ONCE = "run_once"  # one `catch_up` run at start-up, then the next future slot
+
+
+class Trigger(str, enum.Enum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCH_UP = "catch_up"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a client sets on a task (create/update fields), already type-checked."""
+
+    task_type: TaskType
+    interval: str
+    command: str | None = None
+    file_path: str | None = None
+    custom_script: str | None = None
+    working_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    overlap: Overlap = Overlap.SKIP
+    misfire: Misfire = Misfire.SKIP
+    until: float | None = None
+    max_runs: int | None = None
+
+
+@dataclass
+class Task:
+    """A stored task and its scheduling state.
+
+    ``anchor`` fixes the task's slots (creation or last interval change). ``checkpoint`` is
+    the time up to which slots have been dealt with (fired, skipped, or deliberately passed
+    over by start/resume); slots after it and before now were missed.
+    """
+
+    task_id: str
+    spec: TaskSpec
+    schedule: Schedule
+    created_at: float
+    updated_at: float
+    anchor: float
+    checkpoint: float
+    paused: bool = False
+    runs_fired: int = 0
+    next_run: float | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        """True once ``max_runs`` scheduled runs have been fired."""
+        return self.spec.max_runs is not None and self.runs_fired >= self.spec.max_runs
+
+
+@dataclass
+class Run:
+    """One execution of a task, as recorded in the store."""
+
+    run_id: int
+    task_id: str
+    trigger: Trigger
+    status: RunStatus
+    scheduled_for: float
+    reason: str | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    lateness_ms: float | None = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    tests: TestCounts | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at) * 1000, 3)
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    running: bool
+    tasks: int
+    workers_alive: int
+    workers_configured: int
+    runs_active: int
+    runs_queued: int

@@ -1,0 +1,310 @@
+"""The scheduler service: the task registry, its lifecycle, and the actions clients call.
+
+Tasks live in memory (the source for ``list``) and in the store (the source after a
+restart). Every change is written to the store before it is acknowledged. Firing,
+overlap, rate limits and run results are handled in :mod:`scheduler.firing`, which this
+class mixes in; this module holds the registry and the actions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import tzinfo
+from typing import Any
+
+from policies import Policy, TaskType
+from sandbox.launch import check_request
+from sandbox.types import RunRequest
+
+from .dispatcher import Dispatcher
+from .errors import InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, TaskExists, TaskNotFound
+from .executor import Executor
+from .firing import FiringMixin
+from .grammar import Schedule, parse_interval
+from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
+from .ratelimit import SlidingWindow
+from .store import Store, spec_from_json
+
+log = logging.getLogger(__name__)
+
+REQUIRED_PARAMETER = {TaskType.COMMAND: "command", TaskType.SCRIPT: "file_path",
+                      TaskType.CUSTOM: "custom_script"}
+PARAMETERS = {TaskType.COMMAND: {"command"}, TaskType.TEST: {"file_path"},
+              TaskType.SCRIPT: {"file_path"}, TaskType.CUSTOM: {"custom_script"}}
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Tunables of the service; the defaults suit a single operator's machine."""
+
+    history_per_task: int = 100
+    history_max_bytes: int = 256 * 1024 * 1024
+    shutdown_grace: float = 10.0
+    autostart: bool = False
+
+
+class Scheduler(FiringMixin):
+    """The task registry and its actions. Lifecycle: ``open()`` → actions → ``close()``."""
+
+    def __init__(self, store: Store, executor: Executor, policy: Callable[[], Policy], *,
+                 config: SchedulerConfig = SchedulerConfig(), clock: Callable[[], float] = time.time,
+                 tz: tzinfo | None = None):
+        self.store = store
+        self.executor = executor
+        self.policy = policy
+        self.config = config
+        self.clock = clock
+        self.tz = tz
+        self._lock = threading.RLock()
+        self._tasks: dict[str, Task] = {}
+        self._running = False
+        self._dispatcher = Dispatcher(self._fire, clock=clock)
+        self._init_firing(SlidingWindow(policy().rate_limits.runs_per_minute))
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Load the store, settle what the last process left, start executor and dispatcher."""
+        interrupted = self.store.interrupt_unfinished("the server stopped while the run was active")
+        if interrupted:
+            log.warning("marked %d runs from the previous server process as interrupted", interrupted)
+        now = self.clock()
+        running = self.store.is_running() or self.config.autostart
+        for row in self.store.load_tasks():
+            spec = spec_from_json(row.pop("spec"))
+            try:
+                schedule = parse_interval(spec.interval, tz=self.tz)
+            except InvalidInterval as exc:
+                log.error("task %r has an interval this server cannot parse (%s); not scheduled",
+                          row["task_id"], exc.message)
+                continue
+            self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
+        self.executor.start(self._on_started, self._on_result)
+        if running:
+            self._catch_up(now)
+        self._running = running
+        self.store.set_running(running)
+        self._dispatcher.start()
+        self._dispatcher.set_active(running)
+        log.info("loaded %d tasks; scheduler %s", len(self._tasks), "running" if running else "stopped")
+
+    def close(self, grace: float | None = None) -> None:
+        """Stop dispatching, let running jobs end within ``grace`` seconds, then stop them."""
+        self._dispatcher.stop()
+        self._dispatcher.join(5)
+        self.executor.stop(self.config.shutdown_grace if grace is None else grace)
+        self.executor.join(15)
+        self.store.close()
+
+    def _catch_up(self, now: float) -> None:
+        """Handle slots missed while the server was down (``misfire``), then plan ahead."""
+        catch_ups = []
+        with self._lock:
+            for task in self._tasks.values():
+                if task.paused or task.exhausted:
+                    continue
+                missed = task.schedule.next_slot(task.anchor, task.checkpoint)
+                if missed > now or (task.spec.until is not None and missed > task.spec.until):
+                    continue
+                if task.spec.misfire is Misfire.RUN_ONCE:
+                    catch_ups.append((task, missed))
+                else:
+                    log.info("task %r missed runs while the server was down; skipping them "
+                             "(misfire: skip)", task.task_id)
+            for task in self._tasks.values():
+                task.checkpoint = now
+            self.store.set_all_checkpoints(now)
+        for task, missed in catch_ups:
+            self._launch(task, Trigger.CATCH_UP, missed, counted=True)
+        self._plan_all(now)
+
+    def _plan_all(self, now: float) -> None:
+        with self._lock:
+            due = {}
+            for task in self._tasks.values():
+                task.next_run = self._following(task, now)
+                if task.next_run is not None:
+                    due[task.task_id] = task.next_run
+        self._dispatcher.schedule_many(due)
+
+    # -- the seed's actions -------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start dispatching; False if it was already running. Tasks resume at their next
+        future slot (slots that passed while stopped are not caught up)."""
+        with self._lock:
+            if self._running:
+                return False
+            now = self.clock()
+            for task in self._tasks.values():
+                task.checkpoint = now
+            self.store.set_all_checkpoints(now)
+            self.store.set_running(True)
+            self._running = True
+            self._plan_all(now)
+            self._dispatcher.set_active(True)
+            return True
+
+    def stop(self) -> bool:
+        """Stop dispatching; False if it was not running. Runs in progress finish."""
+        with self._lock:
+            if not self._running:
+                return False
+            self.store.set_running(False)
+            self._running = False
+            self._dispatcher.set_active(False)
+            return True
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def create(self, task_id: str, spec: TaskSpec) -> Task:
+        now = self.clock()
+        schedule = self._check(spec, now)
+        with self._lock:
+            if task_id in self._tasks:
+                raise TaskExists(task_id)
+            limit = self.policy().rate_limits.max_tasks
+            if len(self._tasks) >= limit:
+                raise QuotaExceeded(f"The policy allows at most {limit} tasks (rate_limits.max_tasks); "
+                                    "remove a task first.", field="task_id")
+            anchor = round(now, 3)
+            task = Task(task_id=task_id, spec=spec, schedule=schedule, created_at=now,
+                        updated_at=now, anchor=anchor, checkpoint=anchor)
+            task.next_run = self._following(task, now)
+            self.store.save_task(task)
+            self._tasks[task_id] = task
+            self._dispatcher.schedule(task_id, task.next_run)
+            return task
+
+    def update(self, task_id: str, changes: dict[str, Any]) -> Task:
+        """Change some fields of a task. A new ``interval`` re-anchors its slots at now;
+        other changes keep the task's place in time."""
+        now = self.clock()
+        with self._lock:
+            task = self._get(task_id)
+            if changes.get("task_type", task.spec.task_type) is not task.spec.task_type:
+                unused = PARAMETERS[task.spec.task_type] - PARAMETERS[changes["task_type"]] - set(changes)
+                changes = {**changes, **{name: None for name in unused}}
+            spec = replace(task.spec, **changes)
+            schedule = self._check(spec, now)
+            updated = replace(task, spec=spec, schedule=schedule, updated_at=now)
+            if "interval" in changes:
+                updated.anchor = updated.checkpoint = round(now, 3)
+            updated.next_run = self._following(updated, max(now, updated.checkpoint))
+            self.store.save_task(updated)
+            self._tasks[task_id] = updated
+            self._dispatcher.schedule(task_id, updated.next_run)
+            return updated
+
+    def remove(self, task_id: str) -> None:
+        """Delete a task and its history; a run in progress finishes unrecorded."""
+        with self._lock:
+            self._get(task_id)
+            self.store.delete_task(task_id)
+            del self._tasks[task_id]
+            self._forget(task_id)
+            self._dispatcher.schedule(task_id, None)
+
+    def set_paused(self, task_id: str, paused: bool) -> Task:
+        """Pause or resume a task. A resumed task fires at its next future slot."""
+        now = self.clock()
+        with self._lock:
+            task = self._get(task_id)
+            if task.paused != paused:
+                task.paused = paused
+                task.checkpoint = now
+                task.updated_at = now
+                self.store.save_task(task)
+            task.next_run = self._following(task, now)
+            self._dispatcher.schedule(task_id, task.next_run)
+            return task
+
+    # -- reading ------------------------------------------------------------------------
+
+    def tasks(self) -> list[Task]:
+        with self._lock:
+            return list(self._tasks.values())
+
+    def task(self, task_id: str) -> Task:
+        with self._lock:
+            return self._get(task_id)
+
+    def display_next_run(self, task: Task) -> float | None:
+        """The next run as a client should see it: while stopped, the next future slot."""
+        if self._running:
+            return task.next_run
+        return self._following(task, max(self.clock(), task.checkpoint))
+
+    def runs(self, task_id: str | None = None, limit: int = 20) -> list[Run]:
+        if task_id is not None:
+            self.task(task_id)
+        return self.store.recent_runs(task_id, limit)
+
+    def run(self, run_id: int) -> Run:
+        found = self.store.get_run(run_id)
+        if found is None:
+            raise RunNotFound(run_id)
+        return found
+
+    def status(self) -> SchedulerStatus:
+        with self._lock:
+            count = len(self._tasks)
+        return SchedulerStatus(running=self._running, tasks=count,
+                               workers_alive=self.executor.alive(),
+                               workers_configured=self.executor.size,
+                               runs_active=self.executor.busy(), runs_queued=self.executor.queued())
+
+    def validate(self, interval: object, count: int = 5) -> tuple[Schedule, list[float]]:
+        """Parse ``interval`` and list its next ``count`` runs for a task created now."""
+        now = self.clock()
+        schedule = self._parse(interval)
+        anchor = round(now, 3)
+        return schedule, schedule.next_slots(anchor, now, count)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _get(self, task_id: str) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task
+
+    def _parse(self, interval: object) -> Schedule:
+        schedule = parse_interval(interval, tz=self.tz)
+        minimum = self.policy().rate_limits.min_interval_seconds
+        if schedule.period_seconds < minimum:
+            raise InvalidInterval(
+                f"interval '{interval}' is shorter than the policy's minimum of {minimum} s "
+                "(rate_limits.min_interval_seconds)", code="interval_too_short")
+        return schedule
+
+    def _check(self, spec: TaskSpec, now: float) -> Schedule:
+        """Validate a whole spec against the grammar and the policy in force."""
+        schedule = self._parse(spec.interval)
+        needed = REQUIRED_PARAMETER.get(spec.task_type)
+        if needed and not getattr(spec, needed):
+            raise InvalidRequest(f"a '{spec.task_type.value}' task needs '{needed}'",
+                                 field=needed, code="missing_field")
+        for name in ("command", "file_path", "custom_script"):
+            if getattr(spec, name) is not None and name not in PARAMETERS[spec.task_type]:
+                raise InvalidRequest(f"a '{spec.task_type.value}' task does not use '{name}'; "
+                                     f"it takes {', '.join(sorted(PARAMETERS[spec.task_type]))}",
+                                     field=name, code="unused_field")
+        if spec.until is not None and spec.until <= now:
+            raise InvalidRequest("'until' is in the past; give a future time", field="until")
+        check_request(self._request(spec, run_id=0, task_id="check"))
+        return schedule
+
+    def _request(self, spec: TaskSpec, run_id: int, task_id: str,
+                 scheduled_for: float | None = None) -> RunRequest:
+        return RunRequest(run_id=run_id, task_id=task_id, task_type=spec.task_type,
+                          policy=self.policy(), command=spec.command, file_path=spec.file_path,
+                          custom_script=spec.custom_script, working_dir=spec.working_dir,
+                          env=dict(spec.env), timeout=spec.timeout, scheduled_for=scheduled_for)
+

@@ -1,0 +1,144 @@
+"""Restarts, crashes, dead workers and shutdown: state survives, no process is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from ..helpers import wait_until
+
+
+def _pid_from(path, timeout: float = 15.0) -> int:
+    wait_until(lambda: path.exists() and path.read_text().strip(), timeout=timeout,
+               message=f"{path.name} to be written")
+    return int(path.read_text().split()[0])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _worker_pids(server) -> list[int]:
+    return [p.pid for p in psutil.Process(server.proc.pid).children()
+            if "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def test_tasks_running_state_and_history_survive_a_restart(make_server):
+    server = make_server()
+    server.post("create", task_id="a", type="command", interval="every 1 hour", command="echo a")
+    server.post("create", task_id="b", type="custom", interval="daily at 2:00",
+                custom_script="print('b')", overlap="allow", misfire="run_once", max_runs=5)
+    server.post("start")
+    run = server.run_now("a")
+    before = server.post("list")
+    server.stop()
+    server.start()
+    after = server.post("list")
+    assert after == before
+    assert server.post("status")["running"] is True
+    assert server.post("output", run_id=run["run_id"])["run"]["stdout"] == "a\n"
+
+
+def test_kill_9_keeps_state_marks_active_runs_interrupted_and_leaves_no_job(make_server):
+    server = make_server()
+    pidfile = server.workspace / "job.pid"
+    server.post("create", task_id="sleeper", type="command", interval="every 1 hour",
+                command=f"echo $$ > {pidfile}; exec sleep 60")
+    server.post("start")
+    run_id = server.post("run", task_id="sleeper")["run_id"]
+    job = _pid_from(pidfile)
+    server.stop(signal.SIGKILL)
+    wait_until(lambda: _gone(job), timeout=3, message="the job to die with the server")
+
+    pidfile.unlink()
+    server.start()
+    run = server.post("output", run_id=run_id)["run"]
+    assert run["status"] == "interrupted"
+    assert server.post("status")["running"] is True
+    assert [t["id"] for t in server.post("list")["tasks"]] == ["sleeper"]
+
+
+def test_a_setsid_escapee_dies_with_a_killed_server(make_server):
+    server = make_server()
+    pidfile = server.workspace / "escapee.pid"
+    script = ("import os, time\n"
+              "if os.fork() == 0:\n"
+              "    os.setsid()\n"
+              "    if os.fork() == 0:\n"
+              f"        open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+              "        time.sleep(60)\n"
+              "    os._exit(0)\n"
+              "time.sleep(60)\n")
+    server.post("create", task_id="escape", type="custom", interval="every 1 hour",
+                custom_script=script)
+    server.post("run", task_id="escape")
+    escapee = _pid_from(pidfile)
+    server.stop(signal.SIGKILL)
+    wait_until(lambda: _gone(escapee), timeout=3, message="the setsid escapee to die")
+
+
+def test_a_killed_worker_is_replaced_and_its_run_recorded(server):
+    pidfile = server.workspace / "job.pid"
+    server.post("create", task_id="victim", type="command", interval="every 1 hour",
+                command=f"echo $$ > {pidfile}; exec sleep 60")
+    run_id = server.post("run", task_id="victim")["run_id"]
+    job = _pid_from(pidfile)
+    worker = psutil.Process(job).ppid()
+    assert worker in _worker_pids(server)
+    killed_at = time.monotonic()
+    os.kill(worker, signal.SIGKILL)
+    run = server.wait_run(run_id, timeout=5)
+    assert run["status"] == "error"
+    assert f"pid {worker}" in run["reason"] and "SIGKILL" in run["reason"]
+    wait_until(lambda: server.post("status")["workers"]["alive"] == 2, timeout=2,
+               message="a replacement worker")
+    assert time.monotonic() - killed_at < 2
+    assert worker not in _worker_pids(server)
+    wait_until(lambda: _gone(job), timeout=3, message="the dead worker's job to be killed")
+    pidfile.unlink()
+    second = server.post("run", task_id="victim")["run_id"]
+    _pid_from(pidfile)
+    assert server.post("output", run_id=second)["run"]["status"] == "running"
+
+
+def test_sigterm_lets_short_jobs_finish_and_interrupts_long_ones(make_server):
+    server = make_server()
+    server.post("create", task_id="short", type="command", interval="every 1 hour",
+                command="sleep 1; echo done")
+    server.post("create", task_id="long", type="command", interval="every 1 hour",
+                command="trap '' TERM; sleep 60")
+    short = server.post("run", task_id="short")["run_id"]
+    long = server.post("run", task_id="long")["run_id"]
+    wait_until(lambda: server.post("output", run_id=long)["run"]["status"] == "running",
+               message="the long job to start")
+    began = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - began < 3 + 6
+    server.start()
+    assert server.post("output", run_id=short)["run"]["status"] == "succeeded"
+    record = server.post("output", run_id=long)["run"]
+    assert record["status"] == "interrupted"
+    assert "did not end within 3 s" in record["reason"]
+
+
+@pytest.mark.slow
+def test_every_second_fires_once_a_second_without_drift(server):
+    seconds = int(os.environ.get("DRIFT_TEST_SECONDS", "12"))
+    server.post("create", task_id="tick", type="command", interval="every 1 second", command="true")
+    server.post("start")
+    time.sleep(seconds + 0.5)
+    server.post("stop")
+    runs = server.post("runs", task_id="tick", limit=1000)["runs"][::-1]
+    assert seconds - 1 <= len(runs) <= seconds + 1
+    stamps = [time.mktime(time.strptime(r["scheduled_for"], "%Y-%m-%d %H:%M:%S")) for r in runs]
+    assert all(b - a == 1 for a, b in zip(stamps, stamps[1:])), stamps
+    assert all(r["status"] == "succeeded" and r["trigger"] == "schedule" for r in runs)
+    lateness = sorted(r["lateness_ms"] for r in runs)
+    assert 0 <= lateness[0] and lateness[-1] < 100, lateness
