@@ -73,6 +73,19 @@ def signal_group(pgid: int, sig: int) -> None:
         log.warning("not permitted to send %s to process group %d", signal_name(sig), pgid)
 
 
+def has_children() -> bool:
+    """Whether this (single-threaded) process has any child, in one small read.
+
+    For a subreaper, no children means no descendants at all: every orphan below it is
+    re-parented to it. Falls back to a process-table scan where the kernel lacks the file.
+    """
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as fh:
+            return bool(fh.read().strip())
+    except OSError:
+        return bool(descendants())
+
+
 def descendants(pid: int | None = None) -> list[psutil.Process]:
     """All live descendants of ``pid`` (default: this process)."""
     try:

@@ -13,6 +13,7 @@ Messages out: ("started", run_id, started_at, pid) · ("done", RunResult)
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 from multiprocessing.connection import Connection
 
@@ -27,6 +28,8 @@ def worker_main(conn: Connection, log_level: int = logging.WARNING) -> None:
     # Ctrl-C reaches the whole foreground process group; the server decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     procs.become_subreaper()
+    # Inherited by every job: no core dumps (they could hold secrets and fill the disk).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     while True:
         try:
             message = conn.recv()
