@@ -42,6 +42,7 @@ class _Slot:
     conn: Connection
     current: RunRequest | None = None
     deadline: float | None = None
+    hung: bool = False
 
 
 class WorkerPool:
@@ -193,6 +194,9 @@ class WorkerPool:
         slot.process.join(1)
         code = slot.process.exitcode
         reason = procs.describe_exit(code) if code is not None else "stopped answering"
+        if slot.hung:
+            reason = (f"it did not report the run's end within {self._hang_grace:g} s of its "
+                      "timeout and was killed")
         if code is None:
             slot.process.kill()
             slot.process.join(1)
@@ -242,6 +246,7 @@ class WorkerPool:
             if slot.deadline is not None and now >= slot.deadline and slot.process.is_alive():
                 log.error("worker pid %d did not finish run %s in time; killing it",
                           slot.process.pid, slot.current.run_id if slot.current else "?")
+                slot.hung = True
                 slot.process.kill()
 
     def _assign(self) -> None:

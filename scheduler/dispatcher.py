@@ -35,6 +35,7 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
+        self._touched: set[str] = set()
         self._active = False
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
@@ -63,6 +64,7 @@ class Dispatcher:
     def schedule(self, task_id: str, due: float | None) -> None:
         """Set (or with None, clear) the next due time of ``task_id``."""
         with self._cond:
+            self._touched.add(task_id)
             if due is None:
                 self._due.pop(task_id, None)
                 return
@@ -76,6 +78,7 @@ class Dispatcher:
     def schedule_many(self, items: dict[str, float]) -> None:
         """Replace every due time at once (start-up); O(n) instead of n pushes."""
         with self._cond:
+            self._touched.update(self._due, items)
             self._due = dict(items)
             self._heap = [(due, task_id) for task_id, due in items.items()]
             heapq.heapify(self._heap)
@@ -117,6 +120,7 @@ class Dispatcher:
                     else:
                         self._cond.wait(MAX_SLEEP)
                 batch = self._pop_due(self._clock())
+                self._touched.clear()
             for task_id, due in batch:
                 try:
                     next_due = self._fire(task_id, due)
@@ -125,6 +129,7 @@ class Dispatcher:
                     continue
                 if next_due is not None:
                     with self._cond:
-                        if task_id not in self._due:
+                        # A change made while the callback ran (reschedule, cancel) wins.
+                        if task_id not in self._touched:
                             self._due[task_id] = next_due
                             heapq.heappush(self._heap, (next_due, task_id))

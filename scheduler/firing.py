@@ -77,10 +77,11 @@ class FiringMixin:
                                       slot=True, reason=skip)
                 task.checkpoint = slot
                 self.store.save_progress(task_id, task.runs_fired, slot)
-                task.next_run = self._following(task, slot)
-                return task.next_run
-            self._launch(task, Trigger.SCHEDULE, slot, counted=True)
-            task.next_run = self._following(task, slot)
+            else:
+                self._launch(task, Trigger.SCHEDULE, slot, counted=True)
+            # From now, not from the slot: a fire late by more than a period (a suspended
+            # machine, a clock jump) resumes at the next future slot instead of a burst.
+            task.next_run = self._following(task, max(slot, self.clock()))
             return task.next_run
 
     def _launch(self, task: Task, trigger: Trigger, scheduled_for: float, *, counted: bool) -> int | None:

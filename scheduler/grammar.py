@@ -26,11 +26,13 @@ from scheduler.errors import InvalidInterval
 ACCEPTED_FORMS = (
     "Accepted interval forms (case-insensitive, N a positive whole number written in digits): "
     "'every N seconds|minutes|hours|days|weeks' (singular or plural; sec/secs, min/mins and "
-    "hr/hrs also work), 'every second|minute|hour|day|week', 'hourly', 'daily', 'weekly', "
+    "hr/hrs also work), 'every second|minute|hour|day|week', 'hourly', 'daily', 'weekly' "
+    "(intervals count from when the task is created or updated), "
     "'daily at T', 'every day at T', 'every N days at T', '<weekday> at T' or "
     "'every <weekday> at T' (monday ... sunday), 'every <weekday>' (at 00:00), "
-    "'every N minutes at :SS', 'every N hours at MM:SS' or 'every N hours at :MM'. "
-    "T is a 24-hour local time H:MM, HH:MM or HH:MM:SS. The longest period is 10 years. "
+    "'every N minutes at :SS', 'every N hours at MM:SS' or 'every N hours at :MM' (SS a second, "
+    "MM a minute of the local clock). T is a 24-hour local time H:MM, HH:MM or HH:MM:SS. "
+    "The longest period is 10 years; the text is ASCII, at most 100 characters. "
     "Examples: 'every 5 minutes', 'daily at 2:00', 'every friday at 17:30'."
 )
 
@@ -219,6 +221,8 @@ def parse_interval(text: object, *, tz: tzinfo | None = None) -> Schedule:
 
     `tz` is the zone whose wall clock calendar forms follow; None means the server's local zone.
     """
+    if tz is not None and not isinstance(tz, tzinfo):  # a programming error, not bad input
+        raise TypeError(f"tz must be a datetime.tzinfo or None, not {type(tz).__name__}")
     if not isinstance(text, str):
         _invalid(f"the interval must be a string, not {type(text).__name__}")
     if len(text) > _MAX_LENGTH:

@@ -73,7 +73,8 @@ class Scheduler(FiringMixin):
         if interrupted:
             log.warning("marked %d runs from the previous server process as interrupted", interrupted)
         now = self.clock()
-        running = self.store.is_running() or self.config.autostart
+        was_running = self.store.is_running()
+        running = was_running or self.config.autostart
         for row in self.store.load_tasks():
             spec = spec_from_json(row.pop("spec"))
             try:
@@ -84,8 +85,10 @@ class Scheduler(FiringMixin):
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
         self.executor.start(self._on_started, self._on_result)
-        if running:
+        if was_running:
             self._catch_up(now)
+        elif running:
+            self._resume_all(now)
         self._running = running
         self.store.set_running(running)
         self._dispatcher.start()
@@ -115,11 +118,16 @@ class Scheduler(FiringMixin):
                 else:
                     log.info("task %r missed runs while the server was down; skipping them "
                              "(misfire: skip)", task.task_id)
+        for task, missed in catch_ups:
+            self._launch(task, Trigger.CATCH_UP, missed, counted=True)
+        self._resume_all(now)
+
+    def _resume_all(self, now: float) -> None:
+        """Deal with every slot up to ``now`` as passed over, and plan the next ones."""
+        with self._lock:
             for task in self._tasks.values():
                 task.checkpoint = now
             self.store.set_all_checkpoints(now)
-        for task, missed in catch_ups:
-            self._launch(task, Trigger.CATCH_UP, missed, counted=True)
         self._plan_all(now)
 
     def _plan_all(self, now: float) -> None:
@@ -139,13 +147,9 @@ class Scheduler(FiringMixin):
         with self._lock:
             if self._running:
                 return False
-            now = self.clock()
-            for task in self._tasks.values():
-                task.checkpoint = now
-            self.store.set_all_checkpoints(now)
             self.store.set_running(True)
             self._running = True
-            self._plan_all(now)
+            self._resume_all(self.clock())
             self._dispatcher.set_active(True)
             return True
 

@@ -180,7 +180,7 @@ class Store:
     def finish_run(self, result, lateness_ms: float | None) -> None:
         """Record a :class:`sandbox.types.RunResult`."""
         tests = json.dumps(result.tests.to_dict()) if result.tests else None
-        out_bytes = len(result.stdout) + len(result.stderr)
+        out_bytes = _size(result.stdout) + _size(result.stderr)
         self._exec(
             "UPDATE runs SET status = ?, reason = ?, exit_code = ?, "
             "started_at = COALESCE(?, started_at), finished_at = ?, "
@@ -211,10 +211,11 @@ class Store:
 
     def prune_task(self, task_id: str, keep: int) -> int:
         """Drop a task's finished runs beyond the newest ``keep``."""
+        final = ",".join("?" * len(FINAL))
         changed, _ = self._exec(
-            f"DELETE FROM runs WHERE task_id = ? AND status IN ({','.join('?' * len(FINAL))}) "
-            "AND run_id < (SELECT MIN(run_id) FROM (SELECT run_id FROM runs WHERE task_id = ? "
-            "ORDER BY run_id DESC LIMIT ?))", (task_id, *FINAL, task_id, keep))
+            f"DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs WHERE task_id = ? "
+            f"AND status IN ({final}) ORDER BY run_id DESC LIMIT -1 OFFSET ?)",
+            (task_id, *FINAL, keep))
         return changed
 
     def prune_output(self, max_bytes: int) -> int:
@@ -234,6 +235,10 @@ class Store:
         self._exec(f"DELETE FROM runs WHERE run_id IN ({','.join('?' * len(victims))})"
                    f" AND status IN ({','.join('?' * len(FINAL))})", (*victims, *FINAL))
         return len(victims)
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _run(row: tuple) -> Run:

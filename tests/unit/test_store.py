@@ -338,9 +338,6 @@ def test_prune_task_never_deletes_queued_or_running_runs(store):
     assert sorted(set(left) & set(done)) == done[-2:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Store.prune_task counts queued/running runs among the newest `keep`, so while runs "
-    "are active fewer than `keep` finished runs survive (here 1 instead of 3)"))
 def test_prune_task_keeps_n_finished_runs_while_newer_runs_are_active(store):
     done = [finished(store, scheduled_for=T0 + 60 * i) for i in range(5)]
     active = [queued(store, scheduled_for=T0 + 600 + 60 * i) for i in range(2)]
@@ -376,9 +373,6 @@ def test_prune_output_leaves_active_runs(store):
     assert sorted(statuses(store)) == [active]  # every finished run with output went
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Store.finish_run stores out_bytes = len(stdout) + len(stderr), a count of characters, "
-    "so the byte budget of prune_output is exceeded up to 4x by non-ASCII output"))
 def test_prune_output_budget_is_in_bytes(store):
     for i in range(3):
         finished(store, stdout="é" * 100, scheduled_for=T0 + 60 * i)  # 200 UTF-8 bytes each

@@ -1,0 +1,289 @@
+"""Unit tests for scheduler.dispatcher: a real thread driven by a fake clock.
+
+The clock only moves when a test moves it, so "due" is decided by the test. The dispatcher
+sleeps in real seconds for the fake delay (capped at a minute), so after moving the clock a
+test wakes it with ``set_active(True)`` (which notifies its condition variable). Assertions
+wait for a condition with a deadline; "X did not fire" is established with a barrier: an
+entry that must fire *after* X if X were still due (the loop fires in due order, one batch
+per wake-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from scheduler.dispatcher import Dispatcher
+from tests.helpers import wait_until
+
+T0 = 1_000.0
+DEADLINE = 5.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """The fire callback: records (task_id, due); ``plan`` maps task ids to a function of due
+    returning the next due time (or raising)."""
+
+    def __init__(self):
+        self.fired: list[tuple[str, float]] = []
+        self.plan: dict = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, task_id: str, due: float):
+        with self._lock:
+            self.fired.append((task_id, due))
+        step = self.plan.get(task_id)
+        return step(due) if step else None
+
+    def snapshot(self) -> list[tuple[str, float]]:
+        with self._lock:
+            return list(self.fired)
+
+    def wait_for(self, count: int) -> list[tuple[str, float]]:
+        wait_until(lambda: len(self.snapshot()) >= count, timeout=DEADLINE,
+                   message=f"{count} fires (got {self.snapshot()})")
+        return self.snapshot()
+
+    def wait_fired(self, task_id: str) -> list[tuple[str, float]]:
+        wait_until(lambda: any(t == task_id for t, _ in self.snapshot()), timeout=DEADLINE,
+                   message=f"{task_id} to fire (got {self.snapshot()})")
+        return self.snapshot()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def dispatcher(clock, recorder):
+    d = Dispatcher(recorder, clock=clock)
+    d.start()
+    yield d
+    d.stop()
+    d.join(2)
+    assert not d._thread.is_alive(), "dispatcher thread still running after stop()"
+
+
+def test_does_not_fire_while_inactive_and_fires_once_active(dispatcher, recorder):
+    dispatcher.schedule("a", T0 - 10)
+    dispatcher.schedule("b", T0 - 5)
+    # Negative check: nothing to synchronise on while inactive, so give the thread a moment.
+    time.sleep(0.1)
+    assert recorder.snapshot() == []
+    assert dispatcher.due("a") == T0 - 10
+    dispatcher.set_active(True)
+    assert recorder.wait_for(2) == [("a", T0 - 10), ("b", T0 - 5)]
+    assert dispatcher.due("a") is None and dispatcher.due("b") is None
+
+
+def test_due_exactly_now_fires(dispatcher, recorder):
+    dispatcher.set_active(True)
+    dispatcher.schedule("now", T0)
+    assert recorder.wait_for(1) == [("now", T0)]
+
+
+def test_fires_in_due_order(dispatcher, recorder):
+    for task_id, due in [("c", T0 - 1), ("a", T0 - 30), ("d", T0), ("b", T0 - 20)]:
+        dispatcher.schedule(task_id, due)
+    dispatcher.set_active(True)
+    assert recorder.wait_for(4) == [("a", T0 - 30), ("b", T0 - 20), ("c", T0 - 1), ("d", T0)]
+
+
+def test_future_entries_wait_until_the_clock_reaches_them(dispatcher, recorder, clock):
+    dispatcher.schedule("future", T0 + 100)
+    dispatcher.schedule("barrier", T0 - 1)
+    dispatcher.set_active(True)
+    recorder.wait_fired("barrier")
+    assert recorder.snapshot() == [("barrier", T0 - 1)]
+    assert dispatcher.due("future") == T0 + 100
+
+    clock.now = T0 + 99.999
+    dispatcher.schedule("barrier2", T0 - 1)  # the new heap top: wakes the thread
+    recorder.wait_fired("barrier2")
+    assert ("future", T0 + 100) not in recorder.snapshot()
+
+    clock.now = T0 + 100
+    dispatcher.set_active(True)  # wake it to look at the clock again
+    assert recorder.wait_for(3)[-1] == ("future", T0 + 100)
+
+
+def test_deactivating_stops_firing_but_keeps_due_times(dispatcher, recorder, clock):
+    dispatcher.set_active(True)
+    dispatcher.schedule("a", T0 - 1)
+    recorder.wait_fired("a")
+    dispatcher.set_active(False)
+    dispatcher.schedule("b", T0 - 1)
+    time.sleep(0.1)  # negative check, see test_does_not_fire_while_inactive...
+    assert recorder.snapshot() == [("a", T0 - 1)]
+    assert dispatcher.due("b") == T0 - 1
+    dispatcher.set_active(True)
+    assert recorder.wait_for(2)[-1] == ("b", T0 - 1)
+
+
+def test_rescheduling_supersedes_the_old_entry(dispatcher, recorder):
+    dispatcher.schedule("a", T0 - 50)
+    dispatcher.schedule("a", T0 - 20)        # replaces T0 - 50
+    dispatcher.schedule("moved", T0 - 40)
+    dispatcher.schedule("moved", T0 + 1000)  # moved into the future
+    dispatcher.schedule("barrier", T0 - 1)
+    dispatcher.set_active(True)
+    recorder.wait_fired("barrier")
+    assert recorder.snapshot() == [("a", T0 - 20), ("barrier", T0 - 1)]
+    assert dispatcher.due("moved") == T0 + 1000
+
+
+def test_schedule_none_cancels(dispatcher, recorder):
+    dispatcher.schedule("gone", T0 - 30)
+    dispatcher.schedule("gone", None)
+    dispatcher.schedule("never", None)  # cancelling an unknown task is harmless
+    dispatcher.schedule("barrier", T0 - 1)
+    dispatcher.set_active(True)
+    recorder.wait_fired("barrier")
+    assert recorder.snapshot() == [("barrier", T0 - 1)]
+    assert dispatcher.due("gone") is None
+
+
+def test_callback_return_value_reschedules(dispatcher, recorder, clock):
+    clock.now = 1000.0
+    recorder.plan["a"] = lambda due: due + 100 if due < 500 else None
+    recorder.plan["b"] = lambda due: 5000.0  # the future: stays scheduled
+    dispatcher.schedule("a", 100.0)
+    dispatcher.schedule("b", 50.0)
+    dispatcher.set_active(True)
+    fired = recorder.wait_for(6)
+    assert [f for f in fired if f[0] == "a"] == [("a", t) for t in (100.0, 200.0, 300.0, 400.0, 500.0)]
+    assert [f for f in fired if f[0] == "b"] == [("b", 50.0)]
+    assert dispatcher.due("a") is None
+    assert dispatcher.due("b") == 5000.0
+
+    clock.now = 5000.0
+    dispatcher.set_active(True)
+    assert recorder.wait_for(7)[-1] == ("b", 5000.0)
+
+
+def test_schedule_during_the_callback_wins_over_its_return_value(dispatcher, recorder):
+    def reschedule_inside(due):
+        dispatcher.schedule("a", T0 + 777)  # e.g. an update while the slot fires
+        return T0 + 60
+
+    recorder.plan["a"] = reschedule_inside
+    dispatcher.schedule("a", T0 - 1)
+    dispatcher.schedule("barrier", T0 - 0.5)
+    dispatcher.set_active(True)
+    recorder.wait_fired("barrier")
+    assert dispatcher.due("a") == T0 + 777
+
+
+def test_cancel_during_the_callback_is_not_undone(dispatcher, recorder):
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(due):
+        entered.set()
+        assert release.wait(DEADLINE)
+        return T0 + 60
+
+    recorder.plan["a"] = slow
+    dispatcher.schedule("a", T0 - 1)
+    dispatcher.set_active(True)
+    assert entered.wait(DEADLINE)
+    dispatcher.schedule("a", None)  # e.g. the task is removed or paused meanwhile
+    release.set()
+    dispatcher.schedule("barrier", T0 - 1)  # fires only after the loop handled a's return
+    recorder.wait_fired("barrier")
+    assert dispatcher.due("a") is None
+
+
+def test_an_exception_in_the_callback_is_logged_and_the_loop_goes_on(dispatcher, recorder, clock,
+                                                                     caplog):
+    def boom(due):
+        raise RuntimeError("kaboom")
+
+    recorder.plan["bad"] = boom
+    dispatcher.schedule("bad", T0 - 10)
+    dispatcher.schedule("good", T0 - 5)
+    with caplog.at_level(logging.ERROR, logger="scheduler.dispatcher"):
+        dispatcher.set_active(True)
+        assert recorder.wait_for(2) == [("bad", T0 - 10), ("good", T0 - 5)]
+        logged = lambda: [r for r in caplog.records if r.name == "scheduler.dispatcher"]  # noqa: E731
+        wait_until(logged, timeout=DEADLINE, message="the exception to be logged")
+    [record] = logged()
+    assert record.levelno == logging.ERROR and "'bad'" in record.getMessage()
+    assert record.exc_info and isinstance(record.exc_info[1], RuntimeError)
+    assert dispatcher.due("bad") is None  # a failed fire is not rescheduled
+
+    # the thread is still alive and serving later entries
+    dispatcher.schedule("later", T0)
+    assert recorder.wait_for(3)[-1] == ("later", T0)
+
+
+def test_stop_ends_the_thread_promptly_while_waiting_far_ahead(clock, recorder):
+    d = Dispatcher(recorder, clock=clock)
+    d.start()
+    d.schedule("far", T0 + 10 * 365 * 86400)
+    d.set_active(True)
+    wait_until(lambda: d.due("far") is not None, timeout=DEADLINE)
+    started = time.monotonic()
+    d.stop()
+    d.join(1.0)
+    assert not d._thread.is_alive()
+    assert time.monotonic() - started < 1.0
+    assert recorder.snapshot() == []
+
+
+def test_stop_ends_an_inactive_idle_thread_promptly(clock, recorder):
+    d = Dispatcher(recorder, clock=clock)
+    d.start()
+    d.stop()
+    d.join(1.0)
+    assert not d._thread.is_alive()
+
+
+def test_nothing_fires_after_stop(clock, recorder):
+    d = Dispatcher(recorder, clock=clock)
+    d.start()
+    d.stop()
+    d.join(1.0)
+    d.schedule("a", T0 - 1)
+    d.set_active(True)
+    assert not d._thread.is_alive()
+    assert recorder.snapshot() == []
+
+
+def test_schedule_many_replaces_everything(dispatcher, recorder):
+    dispatcher.schedule("old1", T0 - 100)
+    dispatcher.schedule("old2", T0 - 90)
+    dispatcher.schedule("c", T0 - 80)
+    dispatcher.schedule_many({"c": T0 - 20, "d": T0 - 10, "later": T0 + 50})
+    assert dispatcher.due("old1") is None and dispatcher.due("c") == T0 - 20
+    dispatcher.set_active(True)
+    recorder.wait_fired("d")
+    assert recorder.snapshot() == [("c", T0 - 20), ("d", T0 - 10)]
+    assert dispatcher.due("later") == T0 + 50
+
+
+def test_many_reschedules_keep_only_the_latest(dispatcher, recorder):
+    # enough pushes to trigger heap compaction; only the last due time of each task counts
+    for i in range(300):
+        dispatcher.schedule(f"t{i % 3}", T0 - 1000 + i)
+    dispatcher.set_active(True)
+    assert recorder.wait_for(3) == [("t0", T0 - 703), ("t1", T0 - 702), ("t2", T0 - 701)]
+    dispatcher.schedule("barrier", T0)
+    recorder.wait_fired("barrier")
+    assert len(recorder.snapshot()) == 4
