@@ -156,6 +156,7 @@ def spec_fields(body: Body, *, creating: bool) -> dict[str, Any]:
                "overlap": lambda: body.choice("overlap", Overlap),
                "misfire": lambda: body.choice("misfire", Misfire),
                "until": lambda: body.timestamp("until"),
+               "start_at": lambda: body.timestamp("start_at"),
                "max_runs": lambda: body.positive_int("max_runs")}
     for key, reader in readers.items():
         value = reader()

@@ -41,6 +41,7 @@ def task_details(task: Task, next_run: float | None) -> dict[str, Any]:
         "overlap": spec.overlap.value,
         "misfire": spec.misfire.value,
         "until": fmt_time(spec.until),
+        "start_at": fmt_time(spec.start_at),
         "max_runs": spec.max_runs,
         "paused": task.paused,
         "state": task_state(task, next_run),

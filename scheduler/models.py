@@ -51,6 +51,7 @@ class TaskSpec:
     misfire: Misfire = Misfire.SKIP
     until: float | None = None
     max_runs: int | None = None
+    start_at: float | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .dispatcher import Dispatcher
 from .errors import InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, TaskExists, TaskNotFound
 from .executor import Executor
 from .firing import FiringMixin
-from .grammar import Schedule, parse_interval
+from .grammar import IntervalSchedule, Schedule, parse_interval
 from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
 from .ratelimit import SlidingWindow
 from .store import Store, spec_from_json
@@ -177,9 +177,9 @@ class Scheduler(FiringMixin):
             if len(self._tasks) >= limit:
                 raise QuotaExceeded(f"The policy allows at most {limit} tasks (rate_limits.max_tasks); "
                                     "remove a task first.", field="task_id")
-            anchor = round(now, 3)
             task = Task(task_id=task_id, spec=spec, schedule=schedule, created_at=now,
-                        updated_at=now, anchor=anchor, checkpoint=anchor)
+                        updated_at=now, anchor=_anchor(spec, schedule, now),
+                        checkpoint=round(now, 3))
             task.next_run = self._following(task, now)
             self.store.save_task(task)
             self._tasks[task_id] = task
@@ -187,8 +187,8 @@ class Scheduler(FiringMixin):
             return task
 
     def update(self, task_id: str, changes: dict[str, Any]) -> Task:
-        """Change some fields of a task. A new ``interval`` re-anchors its slots at now;
-        other changes keep the task's place in time."""
+        """Change some fields of a task. A new ``interval`` or ``start_at`` re-anchors its
+        slots; other changes keep the task's place in time."""
         now = self.clock()
         with self._lock:
             task = self._get(task_id)
@@ -198,8 +198,9 @@ class Scheduler(FiringMixin):
             spec = replace(task.spec, **changes)
             schedule = self._check(spec, now)
             updated = replace(task, spec=spec, schedule=schedule, updated_at=now)
-            if "interval" in changes:
-                updated.anchor = updated.checkpoint = round(now, 3)
+            if "interval" in changes or "start_at" in changes:
+                updated.anchor = _anchor(spec, schedule, now)
+                updated.checkpoint = round(now, 3)
             updated.next_run = self._following(updated, max(now, updated.checkpoint))
             self.store.save_task(updated)
             self._tasks[task_id] = updated
@@ -312,3 +313,12 @@ class Scheduler(FiringMixin):
                           custom_script=spec.custom_script, working_dir=spec.working_dir,
                           env=dict(spec.env), timeout=spec.timeout, scheduled_for=scheduled_for)
 
+
+def _anchor(spec: TaskSpec, schedule: Schedule, now: float) -> float:
+    """Where a task's slots are counted from: now, or so that ``start_at`` is the first
+    interval slot (for clock schedules: the first clock time at or after ``start_at``)."""
+    if spec.start_at is None:
+        return round(now, 3)
+    if isinstance(schedule, IntervalSchedule):
+        return round(spec.start_at - schedule.period_seconds, 3)
+    return round(spec.start_at, 3) - 0.001

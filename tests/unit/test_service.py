@@ -839,3 +839,43 @@ def test_real_dispatcher_fires_due_slots(make):
     assert h.runs()[0].scheduled_for == T0 + P
     h.close()
     assert not thread.is_alive()
+
+
+# --- start_at --------------------------------------------------------------------------
+
+def test_start_at_in_the_future_is_the_first_interval_slot(make):
+    h = make().open()
+    task = h.create(start_at=T0 + 1000.5)
+    assert task.next_run == T0 + 1000.5
+    slot, following = h.fire()
+    assert (slot, following) == (T0 + 1000.5, T0 + 1000.5 + P)
+
+
+def test_start_at_in_the_past_keeps_its_grid_and_catches_nothing_up(make):
+    h = make().open()
+    task = h.create(start_at=T0 - 10 * P + 7)
+    assert task.next_run == T0 + 7
+    assert task.checkpoint == T0
+
+
+def test_tasks_with_one_start_at_share_their_slots(make):
+    h = make().open()
+    h.clock.advance(0.123)
+    first = h.create("a", start_at=T0 + 5)
+    h.clock.advance(0.456)
+    second = h.create("b", start_at=T0 + 5, interval="every 30 seconds")
+    assert first.next_run == second.next_run == T0 + 5
+
+
+def test_start_at_for_a_clock_schedule_means_not_before(make):
+    h = make().open()
+    day = 86400
+    task = h.create(interval="every 1 minute at :00", start_at=T0 + day)
+    assert T0 + day <= task.next_run < T0 + day + 60
+
+
+def test_updating_start_at_reanchors(make):
+    h = make().open()
+    h.create()
+    task = h.sched.update("t1", {"start_at": T0 + 500})
+    assert task.next_run == T0 + 500
