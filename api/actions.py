@@ -18,6 +18,7 @@ from .fields import Body, spec_fields
 from .views import fmt_time, run_view, task_view
 
 MAX_RUNS_LIMIT = 1000
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,14 @@ def _info(message: str) -> dict[str, Any]:
 
 
 def start(ctx: Context, body: Body) -> dict[str, Any]:
+    body.refuse_unknown("start")
     if ctx.scheduler.start():
         return _ok(message="Scheduler started")
     return _info("Scheduler is already running")
 
 
 def stop(ctx: Context, body: Body) -> dict[str, Any]:
+    body.refuse_unknown("stop")
     if ctx.scheduler.stop():
         return _ok(message="Scheduler stopped")
     return _info("Scheduler is not running")
@@ -126,13 +129,13 @@ def runs(ctx: Context, body: Body) -> dict[str, Any]:
 def output(ctx: Context, body: Body) -> dict[str, Any]:
     if not body.has("run_id"):
         body.required("run_id")
-    run_id = body.positive_int("run_id")
+    run_id = body.positive_int("run_id", maximum=MAX_ID)
     body.refuse_unknown("output")
     return _ok(run=run_view(ctx.scheduler.run(run_id), full_output=True))
 
 
 def validate(ctx: Context, body: Body) -> dict[str, Any]:
-    interval = body.required("interval")
+    interval = body.interval(required=True)
     body.refuse_unknown("validate")
     schedule, slots = ctx.scheduler.validate(interval)
     return _ok(message=f"'{interval}' is a valid interval", interval=schedule.canonical,

@@ -80,11 +80,14 @@ def register(app: Flask) -> None:
         status = exc.code or 500
         code = HTTP_CODES.get(status, "http_error")
         message = exc.description or exc.name
+        headers = None
         if status == 405:
-            message = f"{exc.name}: this endpoint accepts {', '.join(exc.valid_methods or [])}."
+            allowed = ", ".join(exc.valid_methods or [])
+            message = f"{exc.name}: this endpoint accepts {allowed}."
+            headers = {"Allow": allowed}
         elif status == 404:
             message = "No such endpoint. The API is POST /schedule (and GET /health)."
-        return envelope(status, code, message)
+        return envelope(status, code, message, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

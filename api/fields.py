@@ -20,6 +20,18 @@ TASK_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}")
 MAX_TEXT = {"command": 65536, "custom_script": 262144, "file_path": 4096, "working_dir": 4096}
 
 
+_ABSENT = object()
+
+
+def _encodable(text: str) -> bool:
+    """False for strings with lone surrogates (JSON allows "\\ud800"; no OS call does)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def bad(field: str, message: str, code: str = "invalid_parameter") -> ApiError:
     return ApiError(400, code, message, field=field)
 
@@ -51,6 +63,15 @@ class Body:
             raise bad(key, f"'{key}' is required for this action.", "missing_field")
         return self.data[key]
 
+    def interval(self, *, required: bool) -> Any:
+        """The raw interval (the grammar judges it); only an absent key is 'missing'."""
+        self.read.add("interval")
+        if "interval" not in self.data:
+            if required:
+                raise bad("interval", "'interval' is required for this action.", "missing_field")
+            return _ABSENT
+        return self.data["interval"]
+
     def task_id(self) -> str:
         value = self.required("task_id")
         if not isinstance(value, str) or not TASK_ID.fullmatch(value):
@@ -69,8 +90,8 @@ class Body:
             raise bad(key, f"'{key}' must be a string, got {type(value).__name__}.")
         if not value.strip():
             raise bad(key, f"'{key}' must not be empty.")
-        if "\x00" in value:
-            raise bad(key, f"'{key}' must not contain NUL characters.")
+        if "\x00" in value or not _encodable(value):
+            raise bad(key, f"'{key}' must be UTF-8 text without NUL characters.")
         if len(value) > limit:
             raise bad(key, f"'{key}' is longer than {limit} characters.")
         return value
@@ -146,8 +167,9 @@ def spec_fields(body: Body, *, creating: bool) -> dict[str, Any]:
     task_type = body.task_type(required=creating)
     if task_type is not None:
         fields["task_type"] = task_type
-    if creating or body.has("interval"):
-        fields["interval"] = body.required("interval")
+    interval = body.interval(required=creating)
+    if interval is not _ABSENT:
+        fields["interval"] = interval
     for key in ("command", "file_path", "custom_script", "working_dir"):
         value = body.text(key)
         if value is not None:

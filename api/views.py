@@ -58,7 +58,8 @@ def _tail(text: str) -> str:
 
 
 def run_view(run: Run, *, full_output: bool = False) -> dict[str, Any]:
-    """A run record; ``runs`` shows output tails, ``output`` all that was kept."""
+    """A run record; ``runs`` shows the last ``TAIL_CHARS`` of each stream (and says so in
+    ``output_is_tail``), ``output`` all that was kept."""
     view = {
         "run_id": run.run_id,
         "task_id": run.task_id,
@@ -77,5 +78,7 @@ def run_view(run: Run, *, full_output: bool = False) -> dict[str, Any]:
     if full_output:
         view["stdout"], view["stderr"] = run.stdout, run.stderr
     else:
-        view["stdout_tail"], view["stderr_tail"] = _tail(run.stdout), _tail(run.stderr)
+        view["stdout"], view["stderr"] = _tail(run.stdout), _tail(run.stderr)
+    view["output_is_tail"] = not full_output and (len(run.stdout) > TAIL_CHARS
+                                                   or len(run.stderr) > TAIL_CHARS)
     return view

@@ -10,6 +10,7 @@ from .errors import (
     CommandNotAllowed, EnvNotAllowed, LimitExceeded, PathNotAllowed, PolicyError, PolicyFileError,
     PolicyViolation, TaskTypeNotAllowed,
 )
+from .isolation import IsolationLevel
 from .loader import default_policy, load_policy, parse_policy
 from .model import (
     DANGEROUS_ENV, CommandRules, EnvironmentRules, Limits, Policy, RateLimits, TaskType,
@@ -17,7 +18,7 @@ from .model import (
 )
 
 __all__ = [
-    "DANGEROUS_ENV", "CommandNotAllowed", "CommandRules", "EnvNotAllowed", "EnvironmentRules",
+    "DANGEROUS_ENV", "CommandNotAllowed", "CommandRules", "EnvNotAllowed", "EnvironmentRules", "IsolationLevel",
     "LimitExceeded", "Limits", "PathNotAllowed", "Policy", "PolicyError", "PolicyFileError",
     "PolicyViolation", "RateLimits", "TaskType", "TaskTypeNotAllowed", "default_policy",
     "is_dangerous_env", "load_policy", "parse_policy",

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import yaml
 
 from .errors import PolicyFileError
+from .isolation import IsolationLevel
 from .model import (
     DEFAULT_PASS, CommandRules, EnvironmentRules, Limits, Policy, RateLimits, TaskType,
     env_name_problem, env_value_problem, show,
@@ -27,7 +28,7 @@ from .model import (
 MAX_POLICY_BYTES = 1024 * 1024
 SUPPORTED_VERSION = 1
 _TOP_KEYS = ("version", "allowed_directories", "task_types", "commands", "limits",
-             "rate_limits", "network", "environment")
+             "rate_limits", "network", "environment", "isolation")
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -193,6 +194,16 @@ def _environment(value: object) -> EnvironmentRules:
     return EnvironmentRules(passthrough=passthrough, set=tuple(pairs))
 
 
+def _isolation(value: object) -> IsolationLevel:
+    section = _mapping(value, "isolation", ("minimum",))
+    minimum = section.get("minimum", IsolationLevel.PROCESS.value)
+    try:
+        return IsolationLevel(minimum)
+    except ValueError:
+        accepted = ", ".join(level.value for level in IsolationLevel)
+        raise _fail("isolation.minimum", f"must be one of {accepted}, got {show(minimum)}") from None
+
+
 def parse_policy(data: object, *, base_dir: str | os.PathLike | None = None,
                  source: str | os.PathLike | None = None) -> Policy:
     """Build a :class:`Policy` from already-parsed YAML ``data``.
@@ -222,6 +233,7 @@ def parse_policy(data: object, *, base_dir: str | os.PathLike | None = None,
         rate_limits=_numbers(RateLimits, top.get("rate_limits", {}), "rate_limits"),
         network=_bool(top.get("network", True), "network"),
         environment=_environment(top.get("environment", {})),
+        isolation_minimum=_isolation(top.get("isolation", {})),
         source=pathlib.Path(os.path.abspath(source)) if source is not None else None,
     )
 

@@ -18,6 +18,7 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from .isolation import IsolationLevel
 from .errors import (
     CommandNotAllowed, EnvNotAllowed, LimitExceeded, PathNotAllowed, TaskTypeNotAllowed,
 )
@@ -62,6 +63,10 @@ def env_value_problem(value: object) -> str | None:
         return f"has a value longer than {MAX_ENV_VALUE_LEN} characters"
     if "\x00" in value:
         return "has a value containing a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "has a value that is not valid UTF-8 text"
     return None
 
 
@@ -255,6 +260,7 @@ class Policy:
     rate_limits: RateLimits
     network: bool
     environment: EnvironmentRules
+    isolation_minimum: IsolationLevel = IsolationLevel.PROCESS
     source: pathlib.Path | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:

@@ -107,9 +107,10 @@ class _Job:
                 plan.argv, cwd=plan.cwd, env=plan.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 close_fds=True, restore_signals=True)
-        except OSError as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return RunResult(run_id=self.run_id, status=RunStatus.ERROR,
-                             reason=f"could not start the job: {exc.strerror or exc}",
+                             reason=f"could not start the job: {reason}",
                              finished_at=time.time())
         started_at = time.time()
         _apply_rlimits(proc.pid, plan)

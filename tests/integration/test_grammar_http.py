@@ -168,14 +168,9 @@ def test_update_keeps_new_interval_as_written(srv):
 
 # --------------------------------------------------------------------------- refused forms
 
-NULL_BUG = pytest.mark.xfail(
-    reason="BUG: interval null is read as a missing field (code missing_field, message without "
-           "the accepted forms) although DESIGN §4 says a non-string interval is a 400 whose "
-           "message lists the accepted forms", strict=True)
-
 INVALID = [
     "every 0 minutes", "every -5 minutes", "daily at 25:00", "tuesday at 9", "", "   ", 5,
-    pytest.param(None, marks=NULL_BUG, id="null"), [], "every 5 fortnights",
+    pytest.param(None, id="null"), [], "every 5 fortnights",
     # more of the same families
     "every 0 seconds", "every 00 hours", "every 1.5 hours", "every five minutes", "every +5 minutes",
     "every 5", "every", "every minutes", "daily at 2:60", "daily at 24:00", "monday at 24:00",

@@ -1,0 +1,2 @@
+def run(tmp, quick):
+    return "todo"
