@@ -23,11 +23,10 @@ MAX_ID = 2**63 - 1
 
 @dataclass(frozen=True)
 class Context:
-    """What the actions work on: the scheduler, the policy source, the isolation in force."""
+    """What the actions work on: the scheduler and the policy source."""
 
     scheduler: Scheduler
     policy: PolicySource
-    isolation: tuple[str, ...] = ()
 
 
 Handler = Callable[[Context, Body], dict[str, Any]]
@@ -149,7 +148,8 @@ def status(ctx: Context, body: Body) -> dict[str, Any]:
     return _ok(running=st.running, tasks=st.tasks,
                workers={"alive": st.workers_alive, "configured": st.workers_configured},
                runs={"active": st.runs_active, "queued": st.runs_queued},
-               isolation=list(ctx.isolation),
+               isolation=(st.isolation or {}).get("layers", []),
+               isolation_level=(st.isolation or {}).get("level"),
                policy={"path": str(ctx.policy.path), "loaded_at": fmt_time(ctx.policy.loaded_at),
                        "error": ctx.policy.error})
 

@@ -63,6 +63,7 @@ class WorkerPool:
         self._wake_r, self._wake_w = os.pipe()
         self._closing = False
         self._cancel_reason: str | None = None
+        self._isolation: dict | None = None
         self._thread = threading.Thread(target=self._supervise, name="pool-supervisor", daemon=True)
 
     # -- public API ---------------------------------------------------------------------
@@ -94,6 +95,11 @@ class WorkerPool:
     def queued(self) -> int:
         with self._lock:
             return len(self._queue)
+
+    def isolation(self) -> dict | None:
+        """What the workers detected: ``{"level": ..., "layers": [...]}`` (None until one
+        worker has started)."""
+        return self._isolation
 
     def worker_pids(self) -> list[int]:
         with self._lock:
@@ -176,7 +182,9 @@ class WorkerPool:
         try:
             while slot.conn.poll():
                 message = slot.conn.recv()
-                if message[0] == "started":
+                if message[0] == "hello":
+                    self._isolation = message[1]
+                elif message[0] == "started":
                     _, run_id, started_at, pid = message
                     self._call(self._on_started, run_id, started_at, pid)
                 elif message[0] == "done":

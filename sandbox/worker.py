@@ -7,7 +7,7 @@ its jobs leave behind is re-parented to it and can be killed. When the server go
 server, even one killed with SIGKILL.
 
 Messages in:  ("run", RunRequest) · ("cancel", reason) · ("stop",)
-Messages out: ("started", run_id, started_at, pid) · ("done", RunResult)
+Messages out: ("hello", isolation) · ("started", run_id, started_at, pid) · ("done", RunResult)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import signal
 from multiprocessing.connection import Connection
 
 from . import procs, runner
+from .isolation import detect
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,11 @@ def worker_main(conn: Connection, log_level: int = logging.WARNING) -> None:
     procs.become_subreaper()
     # Inherited by every job: no core dumps (they could hold secrets and fill the disk).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    isolation = detect()
+    try:
+        conn.send(("hello", isolation.to_dict()))
+    except OSError:
+        return
     while True:
         try:
             message = conn.recv()

@@ -27,6 +27,9 @@ class Executor(Protocol):
 
     def busy(self) -> int: ...
 
+    def isolation(self) -> dict | None:
+        """``{"level": ..., "layers": [...]}``: how runs are contained (None: not known yet)."""
+
     def queued(self) -> int: ...
 
     def stop(self, grace: float = 10.0) -> None:

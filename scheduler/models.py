@@ -114,3 +114,4 @@ class SchedulerStatus:
     workers_configured: int
     runs_active: int
     runs_queued: int
+    isolation: dict | None = None

@@ -263,7 +263,8 @@ class Scheduler(FiringMixin):
         return SchedulerStatus(running=self._running, tasks=count,
                                workers_alive=self.executor.alive(),
                                workers_configured=self.executor.size,
-                               runs_active=self.executor.busy(), runs_queued=self.executor.queued())
+                               runs_active=self.executor.busy(), runs_queued=self.executor.queued(),
+                               isolation=self.executor.isolation())
 
     def validate(self, interval: object, count: int = 5) -> tuple[Schedule, list[float]]:
         """Parse ``interval`` and list its next ``count`` runs for a task created now."""

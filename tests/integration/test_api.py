@@ -393,11 +393,11 @@ def test_status_shape(srv):
     assert policy["error"] is None
 
 
-@pytest.mark.xfail(reason="BUG: create_app never passes the detected isolation layers to "
-                   "Context, so 'status' reports isolation: [] although rlimits, the psutil "
-                   "watch and the environment allowlist are always in force", strict=True)
 def test_status_names_the_isolation_layers_in_force(srv):
-    assert srv.post("status")["isolation"], "no isolation layer reported"
+    status = wait_until(lambda: (s := srv.post("status"))["isolation"] and s,
+                        message="a worker to report its isolation")
+    assert "process-group" in status["isolation"] and "subreaper-kill" in status["isolation"]
+    assert status["isolation_level"] in ("process", "resources", "filesystem", "full")
 
 
 def test_validate_shows_canonical_form_and_creates_nothing(srv):

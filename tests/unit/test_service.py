@@ -82,6 +82,9 @@ class FakeExecutor:
     def queued(self) -> int:
         return 0
 
+    def isolation(self) -> dict | None:
+        return {"level": "process", "layers": ["process-group"]}
+
     def stop(self, grace: float = 10.0) -> None:
         self.stopped_with = grace
 
