@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from policies.source import PolicySource
 from sandbox.pool import WorkerPool
+from sandbox.types import ProtectedPaths
 from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
@@ -96,7 +97,9 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     app.json.sort_keys = False
     policy = PolicySource(config.policy, base_dir=Path.cwd())
     store = Store(config.db_path)
-    pool = executor or WorkerPool(config.workers, log_level=logging.getLogger().level)
+    protected = ProtectedPaths.for_server(data_dir=config.data_dir, policy_file=config.policy)
+    pool = executor or WorkerPool(config.workers, protected=protected,
+                                  log_level=logging.getLogger().level)
     scheduler = Scheduler(store, pool, policy.current,
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,

@@ -27,7 +27,7 @@ import psutil
 
 from . import procs
 from .errors import PoolClosed
-from .types import RunRequest, RunResult, RunStatus
+from .types import ProtectedPaths, RunRequest, RunResult, RunStatus
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,12 @@ class _Slot:
 class WorkerPool:
     """A supervised pool of ``size`` worker processes (see the module docstring)."""
 
-    def __init__(self, size: int, *, hang_grace: float = 10.0, log_level: int = logging.WARNING):
+    def __init__(self, size: int, *, protected: ProtectedPaths = ProtectedPaths(),
+                 hang_grace: float = 10.0, log_level: int = logging.WARNING):
         if size < 1:
             raise ValueError("a pool needs at least one worker")
         self.size = size
+        self._protected = protected
         self._on_started: StartedCallback = lambda run_id, started_at, pid: None
         self._on_result: ResultCallback = lambda result: None
         self._hang_grace = hang_grace
@@ -143,7 +145,8 @@ class WorkerPool:
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=worker_main, args=(child, self._log_level),
+        process = self._ctx.Process(target=worker_main,
+                                    args=(child, self._protected, self._log_level),
                                     name="task-worker", daemon=False)
         process.start()
         child.close()

@@ -7,7 +7,10 @@ Everything here is picklable and carries no behaviour beyond small conveniences:
 from __future__ import annotations
 
 import enum
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from policies import Policy, TaskType
 
@@ -82,3 +85,30 @@ class RunResult:
     truncated: bool = False
     tests: TestCounts | None = None
     pid: int | None = None
+
+
+_SERVER_PACKAGES = ("api", "scheduler", "sandbox", "policies")
+
+
+@dataclass(frozen=True)
+class ProtectedPaths:
+    """The server's own ground, carved out of every run's view of the allowed directories.
+
+    ``hidden`` paths (the data directory: the store, other tasks' output) are neither
+    readable nor writable by a run; ``readonly`` ones (the policy file, the server's code
+    and its Python environment) are readable but cannot be changed, even where they lie
+    inside an allowed directory.
+    """
+
+    hidden: tuple[str, ...] = ()
+    readonly: tuple[str, ...] = ()
+
+    @classmethod
+    def for_server(cls, *, data_dir: str | os.PathLike, policy_file: str | os.PathLike) -> "ProtectedPaths":
+        code_root = Path(__file__).resolve().parent.parent
+        readonly = [os.path.realpath(policy_file), sys.prefix, sys.base_prefix]
+        readonly += [str(code_root / name) for name in _SERVER_PACKAGES]
+        data = Path(data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        return cls(hidden=(os.path.realpath(data),),
+                   readonly=tuple(dict.fromkeys(os.path.realpath(p) for p in readonly)))

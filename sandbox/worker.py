@@ -19,11 +19,13 @@ from multiprocessing.connection import Connection
 
 from . import procs, runner
 from .isolation import detect
+from .types import ProtectedPaths
 
 log = logging.getLogger(__name__)
 
 
-def worker_main(conn: Connection, log_level: int = logging.WARNING) -> None:
+def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
+                log_level: int = logging.WARNING) -> None:
     """Entry point of a worker process; returns when told to stop or the server is gone."""
     logging.basicConfig(level=log_level, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     # Ctrl-C reaches the whole foreground process group; the server decides what stops.
