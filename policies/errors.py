@@ -61,3 +61,9 @@ class EnvNotAllowed(PolicyViolation):
     """A task environment variable is one the policy does not let a task set."""
 
     code = "env_not_allowed"
+
+
+class IsolationUnavailable(PolicyViolation):
+    """The policy requires an isolation level this machine cannot provide."""
+
+    code = "isolation_unavailable"

@@ -5,6 +5,10 @@ every request and every run; at most once per ``check_interval`` seconds it look
 file's identity (inode, size, modification time) and re-reads it when that changed. A file
 that fails validation is not applied: the last good policy stays in force, and ``error``
 says why until a good file is loaded.
+
+``start_watching()`` adds a small daemon thread that makes the same check every
+``check_interval`` seconds, so an edit is applied (or its error logged) within about that
+time even when no request or run asks for the policy. ``stop_watching()`` ends it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class PolicySource:
         self.loaded_at = time.time()
         self.error: str | None = None
         self._next_check = clock() + check_interval
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -73,3 +79,25 @@ class PolicySource:
             self.error = None
             log.info("policy %s reloaded", self.path)
             return True
+
+    def start_watching(self) -> None:
+        """Check the file every ``check_interval`` seconds in a daemon thread (idempotent)."""
+        if self._watcher is not None:
+            return
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self, timeout: float = 5.0) -> None:
+        if self._watcher is None:
+            return
+        self._watch_stop.set()
+        self._watcher.join(timeout)
+        self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(self.check_interval):
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive any surprise; requests still check
+                log.exception("policy watcher: checking %s failed", self.path)

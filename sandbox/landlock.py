@@ -71,15 +71,16 @@ class Ruleset:
             raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
         self.fd = int(fd)
 
-    def allow(self, path: str, access: int) -> bool:
-        """Allow ``access`` beneath ``path`` (on it, if a file). False if it does not exist."""
+    def allow(self, path: str, access: int, *, is_dir: bool = True) -> bool:
+        """Allow ``access`` beneath directory ``path`` (on ``path`` itself if it is a file).
+        False if it does not exist."""
         try:
             target = os.open(path, os.O_PATH | os.O_CLOEXEC)
         except OSError:
             return False
         try:
             rights = access & self.fs
-            if not os.path.isdir(f"/proc/self/fd/{target}"):
+            if not is_dir:
                 rights &= FILE_RIGHTS
             rule = _PathBeneath(rights, target)
             if libc.syscall(_SYS_ADD_RULE, self.fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0) < 0:

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import psutil
 
-from policies import PolicyViolation
+from policies import PathNotAllowed, PolicyViolation
+from policies.errors import IsolationUnavailable
 
 from . import procs
 from .capture import OutputCapture
+from .confine import Confinement, Confiner
 from .launch import LaunchPlan, plan_run
 from .report import read_junit_counts
 from .types import RunRequest, RunResult, RunStatus
@@ -61,18 +63,45 @@ class _Stop:
     reason: str
 
 
-def execute(request: RunRequest, control: Connection | None = None) -> RunResult:
+def execute(request: RunRequest, control: Connection | None = None,
+            confiner: Confiner | None = None) -> RunResult:
     """Run ``request`` to completion and return its result; never raises for job failures."""
     tmpdir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
     try:
         try:
             plan = plan_run(request, tmpdir)
+            if confiner is not None:
+                _check_confinable(request, plan, confiner)
         except PolicyViolation as exc:
             return RunResult(run_id=request.run_id, status=RunStatus.REJECTED,
                              reason=f"{exc.code}: {exc.message}", finished_at=time.time())
-        return _Job(request.run_id, plan, control).run()
+        confinement = None
+        if confiner is not None and confiner.uses_preexec:
+            confinement = confiner.prepare(request.run_id, plan,
+                                           request.policy.allowed_directories,
+                                           request.policy.network)
+        try:
+            return _Job(request.run_id, plan, control, confinement).run()
+        finally:
+            if confinement is not None:
+                confinement.close()
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner) -> None:
+    """Refuse a run the machine cannot contain as the policy requires, or one aimed at the
+    server's own data."""
+    required = request.policy.isolation_minimum
+    have = confiner.isolation.level
+    if have < required:
+        raise IsolationUnavailable(
+            f"the policy requires isolation '{required.value}' but this machine provides "
+            f"'{have.value}' ({', '.join(confiner.isolation.layers)})", field="isolation")
+    for hidden in confiner.protected.hidden:
+        if os.path.commonpath([hidden, str(plan.cwd)]) == hidden:
+            raise PathNotAllowed("the working directory lies in the server's data directory, "
+                                 "which runs may not use", field="working_dir")
 
 
 def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
@@ -90,10 +119,13 @@ def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
 
 
 class _Job:
-    def __init__(self, run_id: int, plan: LaunchPlan, control: Connection | None):
+    def __init__(self, run_id: int, plan: LaunchPlan, control: Connection | None,
+                 confinement: Confinement | None = None):
         self.run_id = run_id
         self.plan = plan
         self.control = control
+        self.confinement = confinement
+        self.cgroups = confinement.cgroups if confinement is not None else None
         limit = plan.limits.max_output_kb * 1024
         self.out = OutputCapture(limit)
         self.err = OutputCapture(limit)
@@ -102,13 +134,18 @@ class _Job:
 
     def run(self) -> RunResult:
         plan = self.plan
+        options = dict(env=plan.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                       restore_signals=True)
         try:
-            proc = subprocess.Popen(
-                plan.argv, cwd=plan.cwd, env=plan.env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                close_fds=True, restore_signals=True)
+            if self.confinement is not None:
+                proc = self.confinement.spawn(subprocess.Popen, args=plan.argv, **options)
+            else:
+                proc = subprocess.Popen(plan.argv, cwd=plan.cwd, **options)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if self.confinement is not None:
+                reason = self.confinement.failure() or reason
             return RunResult(run_id=self.run_id, status=RunStatus.ERROR,
                              reason=f"could not start the job: {reason}",
                              finished_at=time.time())
@@ -181,14 +218,20 @@ class _Job:
             self.stop = _Stop(RunStatus.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
 
     def _sample(self, proc: subprocess.Popen) -> None:
-        tree = procs.descendants()
         limits = self.plan.limits
+        if self.cgroups is not None and self.cgroups.pids_refused():
+            self.stop = _Stop(RunStatus.KILLED,
+                              f"processes: tried to run more than {limits.max_processes} processes")
+            return
+        tree = procs.descendants()
         if len(tree) > limits.max_processes:
             self.stop = _Stop(RunStatus.KILLED,
                               f"processes: more than {limits.max_processes} processes")
             return
         rss = 0
         for p in tree:
+            if self.confinement is not None and p.pid == proc.pid:
+                continue  # the namespace init: a copy-on-write image of this worker
             try:
                 rss += p.memory_info().rss
             except psutil.Error:
@@ -205,6 +248,8 @@ class _Job:
                 proc.wait(TERM_GRACE)
             except subprocess.TimeoutExpired:
                 pass
+        if self.cgroups is not None:
+            self.cgroups.kill()
         procs.signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
         if procs.has_children():
@@ -226,13 +271,18 @@ class _Job:
 
     def _result(self, proc: subprocess.Popen, started_at: float) -> RunResult:
         code = proc.returncode
+        if self.confinement is not None:
+            code = self.confinement.job_returncode(code)
         if self.stop is not None:
             status, reason = self.stop.status, self.stop.reason
         elif code == 0:
             status, reason = RunStatus.SUCCEEDED, None
         else:
             status, reason = RunStatus.FAILED, procs.describe_exit(code)
-            if code == -signal.SIGXCPU:
+            if self.cgroups is not None and self.cgroups.oom_killed():
+                status = RunStatus.KILLED
+                reason = f"memory: used more than {self.plan.limits.memory_mb} MB"
+            elif code == -signal.SIGXCPU:
                 status = RunStatus.KILLED
                 reason = f"cpu: used more than {self.plan.limits.cpu_seconds} s of CPU time"
         tests = read_junit_counts(self.plan.report_path) if self.plan.report_path else None

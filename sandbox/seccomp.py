@@ -14,11 +14,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import os
 import socket
+
+from . import kernel
 
 log = logging.getLogger(__name__)
 
 _ACT_ALLOW = 0x7FFF0000
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
 _CMP_EQ = 4
 _CMP_MASKED_EQ = 7
 _TIOCSTI = 0x5412
@@ -40,6 +45,10 @@ def _errno_action(code: int) -> int:
     return 0x00050000 | (code & 0xFFFF)
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 class _ArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
                 ("datum_b", ctypes.c_uint64)]
@@ -55,7 +64,7 @@ def _library():
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                            ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     return lib
 
@@ -84,6 +93,7 @@ class Filter:
         if deny_network:
             for family in (socket.AF_INET, socket.AF_INET6, socket.AF_PACKET):
                 self._add("socket", _errno_action(errno.EACCES), _ArgCmp(0, _CMP_EQ, family, 0))
+        self._program = self._export()
 
     def _add(self, name: str, action: int, *conditions: _ArgCmp) -> None:
         number = _LIB.seccomp_syscall_resolve_name(name.encode())
@@ -101,8 +111,23 @@ class Filter:
             if mask & flag:
                 self._add(name, action, _ArgCmp(arg, _CMP_MASKED_EQ, flag, flag))
 
+    def _export(self) -> ctypes.Array:
+        """Compile the rules to BPF once, here, so loading in the child is one prctl."""
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        try:
+            result = _LIB.seccomp_export_bpf(self._ctx, fd)
+            if result < 0:
+                raise OSError(-result, "seccomp_export_bpf failed")
+            code = os.pread(fd, 1 << 20, 0)
+        finally:
+            os.close(fd)
+            _LIB.seccomp_release(self._ctx)
+        return ctypes.create_string_buffer(code, len(code))
+
     def load(self) -> None:
         """Install the filter on the calling process (needs no_new_privs or CAP_SYS_ADMIN)."""
-        result = _LIB.seccomp_load(self._ctx)
-        if result < 0:
-            raise OSError(-result, "seccomp_load failed")
+        program = _SockFprog(len(self._program) // 8,
+                             ctypes.cast(self._program, ctypes.c_void_p))
+        if kernel.libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0):
+            err = ctypes.get_errno()
+            raise OSError(err, f"loading the seccomp filter: {os.strerror(err)}")

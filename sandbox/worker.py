@@ -18,6 +18,7 @@ import signal
 from multiprocessing.connection import Connection
 
 from . import procs, runner
+from .confine import Confiner
 from .isolation import detect
 from .types import ProtectedPaths
 
@@ -34,6 +35,7 @@ def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
     # Inherited by every job: no core dumps (they could hold secrets and fill the disk).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     isolation = detect()
+    confiner = Confiner(isolation, protected)
     try:
         conn.send(("hello", isolation.to_dict()))
     except OSError:
@@ -48,7 +50,7 @@ def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
             return
         if kind != "run":
             continue
-        result = runner.execute(message[1], conn)
+        result = runner.execute(message[1], conn, confiner)
         try:
             conn.send(("done", result))
         except OSError:

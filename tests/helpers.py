@@ -44,6 +44,7 @@ limits:
   timeout_seconds: {timeout}
   max_output_kb: {max_output_kb}
 rate_limits:
+  requests_per_minute: {requests_per_minute}
   runs_per_minute: {runs_per_minute}
   max_tasks: {max_tasks}
 """
@@ -60,7 +61,7 @@ class Server:
         self.data_dir = base / "data"
         self.policy_path = base / "allowed.yaml"
         settings = dict(workspace=self.workspace, timeout=60, max_output_kb=1024,
-                        runs_per_minute=100000, max_tasks=100000)
+                        runs_per_minute=100000, max_tasks=100000, requests_per_minute=1000000)
         settings.update(policy)
         if not self.policy_path.exists() or policy_text or policy:
             self.policy_path.write_text(policy_text or POLICY_TEMPLATE.format(**settings))
@@ -115,6 +116,21 @@ class Server:
 
     def run_now(self, task_id: str, timeout: float = 30.0) -> dict:
         return self.wait_run(self.post("run", task_id=task_id)["run_id"], timeout)
+
+    def processes_with(self, marker: str, count: int = 1, timeout: float = 15.0) -> list[int]:
+        """Host pids of the server's descendants whose command line contains ``marker``,
+        once there are at least ``count`` (a job in its own PID namespace cannot tell us
+        its host pid itself)."""
+        def found():
+            pids = []
+            for proc in self.descendants():
+                try:
+                    if marker in " ".join(proc.cmdline()):
+                        pids.append(proc.pid)
+                except psutil.Error:
+                    continue
+            return pids if len(pids) >= count else None
+        return wait_until(found, timeout=timeout, message=f"{count} processes with {marker!r}")
 
     def descendants(self) -> list[psutil.Process]:
         try:

@@ -12,12 +12,6 @@ import pytest
 from ..helpers import wait_until
 
 
-def _pid_from(path, timeout: float = 15.0) -> int:
-    wait_until(lambda: path.exists() and path.read_text().strip(), timeout=timeout,
-               message=f"{path.name} to be written")
-    return int(path.read_text().split()[0])
-
-
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -48,16 +42,14 @@ def test_tasks_running_state_and_history_survive_a_restart(make_server):
 
 def test_kill_9_keeps_state_marks_active_runs_interrupted_and_leaves_no_job(make_server):
     server = make_server()
-    pidfile = server.workspace / "job.pid"
     server.post("create", task_id="sleeper", type="command", interval="every 1 hour",
-                command=f"echo $$ > {pidfile}; exec sleep 60")
+                command="exec sleep 60.101")
     server.post("start")
     run_id = server.post("run", task_id="sleeper")["run_id"]
-    job = _pid_from(pidfile)
+    [job] = server.processes_with("sleep 60.101")
     server.stop(signal.SIGKILL)
     wait_until(lambda: _gone(job), timeout=3, message="the job to die with the server")
 
-    pidfile.unlink()
     server.start()
     run = server.post("output", run_id=run_id)["run"]
     assert run["status"] == "interrupted"
@@ -65,33 +57,38 @@ def test_kill_9_keeps_state_marks_active_runs_interrupted_and_leaves_no_job(make
     assert [t["id"] for t in server.post("list")["tasks"]] == ["sleeper"]
 
 
+ESCAPEE = """\
+import os, time
+# escapee-marker
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        open('escaped', 'w').write('ok')
+        time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
 def test_a_setsid_escapee_dies_with_a_killed_server(make_server):
     server = make_server()
-    pidfile = server.workspace / "escapee.pid"
-    script = ("import os, time\n"
-              "if os.fork() == 0:\n"
-              "    os.setsid()\n"
-              "    if os.fork() == 0:\n"
-              f"        open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
-              "        time.sleep(60)\n"
-              "    os._exit(0)\n"
-              "time.sleep(60)\n")
     server.post("create", task_id="escape", type="custom", interval="every 1 hour",
-                custom_script=script)
+                custom_script=ESCAPEE)
     server.post("run", task_id="escape")
-    escapee = _pid_from(pidfile)
+    wait_until(lambda: (server.workspace / "escaped").exists(), message="the escapee")
+    family = server.processes_with("escapee-marker", count=2)
     server.stop(signal.SIGKILL)
-    wait_until(lambda: _gone(escapee), timeout=3, message="the setsid escapee to die")
+    wait_until(lambda: all(_gone(pid) for pid in family), timeout=3,
+               message="the job and its setsid escapee to die")
 
 
 def test_a_killed_worker_is_replaced_and_its_run_recorded(server):
-    pidfile = server.workspace / "job.pid"
     server.post("create", task_id="victim", type="command", interval="every 1 hour",
-                command=f"echo $$ > {pidfile}; exec sleep 60")
+                command="exec sleep 60.102")
     run_id = server.post("run", task_id="victim")["run_id"]
-    job = _pid_from(pidfile)
-    worker = psutil.Process(job).ppid()
-    assert worker in _worker_pids(server)
+    [job] = server.processes_with("sleep 60.102")
+    workers = _worker_pids(server)
+    [worker] = [p.pid for p in psutil.Process(job).parents() if p.pid in workers]
     killed_at = time.monotonic()
     os.kill(worker, signal.SIGKILL)
     run = server.wait_run(run_id, timeout=5)
@@ -102,9 +99,8 @@ def test_a_killed_worker_is_replaced_and_its_run_recorded(server):
     assert time.monotonic() - killed_at < 2
     assert worker not in _worker_pids(server)
     wait_until(lambda: _gone(job), timeout=3, message="the dead worker's job to be killed")
-    pidfile.unlink()
     second = server.post("run", task_id="victim")["run_id"]
-    _pid_from(pidfile)
+    server.processes_with("sleep 60.102")
     assert server.post("output", run_id=second)["run"]["status"] == "running"
 
 

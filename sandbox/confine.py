@@ -1,0 +1,258 @@
+"""Confining one run: the per-run cgroups and the set-up done in the job's child.
+
+A :class:`Confiner` lives in a worker for its whole life: it knows what the machine offers
+(:class:`~sandbox.isolation.Isolation`), which paths are the server's own ground, which
+system files are secrets (not world-readable), and holds the prebuilt seccomp filters.
+For each run it makes a :class:`Confinement`, whose ``preexec`` runs in the job's child
+between fork and exec, in this order:
+
+1. join the run's cgroups (memory and pids caps, group kill);
+2. new mount, IPC and (with ``network: false``) network namespaces; a fresh ``/proc`` for
+   the run's own PID namespace (the worker puts each job in a new one), a private
+   ``/dev/shm``; the data directory and secret system files hidden; the policy file and the
+   server's code made read-only;
+3. change to the working directory;
+4. empty the capability bounding set, set no_new_privs;
+5. Landlock: system directories read-only, the allowed directories and the run's private
+   temporary directory read-write, nothing else; no TCP with ``network: false``; no signals
+   to processes outside the run;
+6. the seccomp filter; finally drop every capability.
+
+A failure in the child is written to an error pipe so the run's record says what failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import kernel, landlock
+from .cgroups import RunCgroups, sweep
+from .isolation import Isolation
+from .launch import LaunchPlan
+from .seccomp import Filter
+from .types import ProtectedPaths
+
+log = logging.getLogger(__name__)
+
+SYSTEM_READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+                    "/opt", "/proc", "/sys/devices/system/cpu")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+SECRET_ROOTS = ("/etc",)
+STATUS_PREFIX = "status:"
+MAX_FD = 65536
+
+
+def find_secrets(roots: tuple[str, ...] = SECRET_ROOTS) -> list[str]:
+    """The topmost entries below ``roots`` that other users may not read: these are the
+    system's secrets (/etc/shadow, SSH host keys, ...), hidden from every run."""
+    found: list[str] = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            for name in list(dirnames):
+                path = os.path.join(dirpath, name)
+                try:
+                    mode = os.lstat(path).st_mode
+                except OSError:
+                    continue
+                if stat.S_ISDIR(mode) and (mode & 0o005) != 0o005:
+                    found.append(path)
+                    dirnames.remove(name)
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    mode = os.lstat(path).st_mode
+                except OSError:
+                    continue
+                if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                    found.append(path)
+    return found
+
+
+class Confiner:
+    """Per-worker state for confining runs (see the module docstring)."""
+
+    def __init__(self, isolation: Isolation, protected: ProtectedPaths):
+        self.isolation = isolation
+        self.protected = protected
+        self.secrets = find_secrets() if isolation.namespaces else []
+        self.filters: dict[bool, Filter] = {}
+        if isolation.seccomp:
+            self.filters = {deny: Filter(deny_network=deny) for deny in (False, True)}
+        self.pid_ns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) \
+            if isolation.namespaces else None
+        interpreter = (sys.prefix, sys.base_prefix,
+                       os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+        device_rights = landlock.READ_FILE | landlock.WRITE_FILE | landlock.IOCTL_DEV
+        # (path, rights, is_dir) for the rules every run gets, resolved once per worker.
+        self.static_rules = [(p, landlock.READ_ONLY, True) for p in
+                             dict.fromkeys((*SYSTEM_READ_ONLY, *map(os.path.realpath, interpreter)))
+                             if os.path.isdir(p)]
+        self.static_rules += [(p, device_rights, False) for p in DEVICES if os.path.exists(p)]
+        if isolation.cgroups.unified or isolation.cgroups.memory or isolation.cgroups.pids:
+            sweep(isolation.cgroups, os.getpid())
+
+    @property
+    def uses_preexec(self) -> bool:
+        iso = self.isolation
+        return bool(iso.namespaces or iso.landlock_abi or iso.seccomp or iso.cgroups.layers)
+
+    def prepare(self, run_id: int, plan: LaunchPlan, allowed: tuple[Path, ...],
+                network: bool) -> "Confinement":
+        cgroups = None
+        if self.isolation.cgroups.layers:
+            cgroups = RunCgroups(self.isolation.cgroups, f"tsched-{os.getpid()}-run-{run_id}",
+                                 memory_mb=plan.limits.memory_mb,
+                                 max_processes=plan.limits.max_processes)
+        return Confinement(self, plan, allowed, network, cgroups)
+
+
+class Confinement:
+    """One run's confinement; ``spawn`` wraps the fork so the job gets its own PID namespace."""
+
+    def __init__(self, confiner: Confiner, plan: LaunchPlan, allowed: tuple[Path, ...],
+                 network: bool, cgroups: RunCgroups | None):
+        self.confiner = confiner
+        self.plan = plan
+        self.network = network
+        self.cgroups = cgroups
+        self.read_write = tuple(str(p) for p in allowed) + (str(plan.tmpdir), "/dev/shm")
+        self.error_r, self.error_w = os.pipe()
+
+    def spawn(self, popen: Callable[..., object], **kwargs):
+        """Call ``popen`` with our preexec function, in a fresh PID namespace if possible."""
+        confiner = self.confiner
+        if confiner.pid_ns_fd is not None:
+            kernel.unshare(kernel.CLONE_NEWPID)
+        try:
+            return popen(preexec_fn=self._preexec, pass_fds=(self.error_w,), cwd="/", **kwargs)
+        finally:
+            if confiner.pid_ns_fd is not None:
+                kernel.setns(confiner.pid_ns_fd, kernel.CLONE_NEWPID)
+            os.close(self.error_w)
+
+    def _report(self) -> str:
+        os.set_blocking(self.error_r, False)
+        try:
+            return os.read(self.error_r, 4096).decode("utf-8", "replace")
+        except BlockingIOError:
+            return ""
+
+    def failure(self) -> str | None:
+        """What the child reported before it failed to start, if anything."""
+        return self._report() or None
+
+    def job_returncode(self, fallback: int) -> int:
+        """The job's return code as its namespace init saw it (``Popen`` only sees the
+        init's); ``fallback`` when the init did not report (it was killed)."""
+        text = self._report()
+        if text.startswith(STATUS_PREFIX):
+            return os.waitstatus_to_exitcode(int(text[len(STATUS_PREFIX):]))
+        return fallback
+
+    def close(self) -> None:
+        os.close(self.error_r)
+        if self.cgroups is not None:
+            self.cgroups.kill()
+            self.cgroups.remove()
+
+    # -- in the child, between fork and exec ---------------------------------------------
+
+    def _preexec(self) -> None:
+        os.set_inheritable(self.error_w, False)
+        try:
+            self._confine()
+        except BaseException as exc:
+            os.write(self.error_w, f"isolation set-up failed: {exc}".encode())
+            raise
+
+    def _confine(self) -> None:
+        iso = self.confiner.isolation
+        if self.cgroups is not None:
+            for path in self.cgroups.join_paths:
+                with open(path, "w") as fh:
+                    fh.write("0")
+        if iso.namespaces:
+            self._namespaces()
+            self._become_init()
+        os.chdir(self.plan.cwd)
+        if iso.is_root:
+            kernel.drop_bounding_set(kernel.last_capability())
+        kernel.set_no_new_privs()
+        if iso.landlock_abi:
+            self._landlock(iso.landlock_abi)
+        if self.confiner.filters:
+            self.confiner.filters[not self.network].load()
+        if iso.is_root:
+            kernel.clear_capabilities()
+
+    def _namespaces(self) -> None:
+        flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC
+        if not self.network:
+            flags |= kernel.CLONE_NEWNET
+        kernel.unshare(flags)
+        kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+        nosuid = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+        kernel.mount("proc", "/proc", "proc", nosuid)
+        if os.path.isdir("/dev/shm"):
+            kernel.mount("tmpfs", "/dev/shm", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                         "size=64m,mode=1777")
+        protected = self.confiner.protected
+        for path in (*self.confiner.secrets, *protected.hidden):
+            _hide(path)
+        for path in protected.readonly:
+            if os.path.exists(path):
+                kernel.mount(path, path, None, kernel.MS_BIND | kernel.MS_REC)
+                kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND
+                             | kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV)
+
+    def _become_init(self) -> None:
+        """Fork: the child goes on to become the job; this process stays as the PID
+        namespace's init. A job that is PID 1 would ignore its own ``kill $$``; an init
+        also reaps orphans, and when it exits the kernel kills whatever is left in the
+        namespace. It reports the job's exact wait status through the error pipe."""
+        job = os.fork()
+        if job == 0:
+            return
+        # Hold no copy of the job's pipes (or of the launcher's exec-status pipe), so the
+        # worker sees them close when the job and its children are done with them.
+        os.closerange(0, self.error_w)
+        os.closerange(self.error_w + 1, MAX_FD)
+        status = None
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == job:
+                status = wait_status
+                break
+        if status is not None:
+            os.write(self.error_w, f"{STATUS_PREFIX}{status}".encode())
+        os._exit(0)
+
+    def _landlock(self, abi: int) -> None:
+        ruleset = landlock.Ruleset(abi, deny_tcp=not self.network)
+        for path, rights, is_dir in self.confiner.static_rules:
+            ruleset.allow(path, rights, is_dir=is_dir)
+        for path in self.read_write:
+            ruleset.allow(path, ruleset.fs)
+        ruleset.restrict_self()
+
+
+def _hide(path: str) -> None:
+    """Cover ``path`` with something empty and read-only (a file with /dev/null)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    ro = kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+    if stat.S_ISDIR(mode):
+        kernel.mount("tmpfs", path, "tmpfs", ro, "size=4k,mode=000")
+    else:
+        kernel.mount("/dev/null", path, None, kernel.MS_BIND)
+        kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | ro)
