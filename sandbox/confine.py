@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 import sys
 from collections.abc import Callable
@@ -172,6 +173,8 @@ class Confinement:
 
     def _confine(self) -> None:
         iso = self.confiner.isolation
+        cpu = int(self.plan.limits.cpu_seconds)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         if self.cgroups is not None:
             for path in self.cgroups.join_paths:
                 with open(path, "w") as fh:

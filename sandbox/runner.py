@@ -150,7 +150,8 @@ class _Job:
                              reason=f"could not start the job: {reason}",
                              finished_at=time.time())
         started_at = time.time()
-        _apply_rlimits(proc.pid, plan)
+        if self.confinement is None:
+            _apply_rlimits(proc.pid, plan)
         if self.control is not None:
             self.control.send(("started", self.run_id, started_at, proc.pid))
         try:
