@@ -13,7 +13,7 @@ from policies.errors import PolicyError
 from scheduler.errors import StoreError
 
 from .app import close_app, create_app
-from .config import ServerConfig, is_loopback, parse_args
+from .config import ServerConfig, is_loopback, is_wildcard, parse_args
 
 log = logging.getLogger("api")
 
@@ -30,12 +30,17 @@ def serve(config: ServerConfig) -> int:
         log.error("cannot start: %s", exc.message)
         return 2
     try:
+        # poll(): select() fails past 1024 descriptors, which many clients can reach.
         server = create_server(app, host=config.host, port=config.port, threads=config.threads,
-                               ident="task-scheduler")
+                               connection_limit=config.connection_limit,
+                               asyncore_use_poll=True, ident="task-scheduler")
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         close_app(app, grace=0)
         return 2
+    if is_wildcard(config.host) and not config.allowed_hosts:
+        log.warning("listening on every interface, but only loopback Host names are accepted: "
+                    "add the names clients use with --allowed-host")
     stop = threading.Event()
 
     def on_signal(signum, frame):

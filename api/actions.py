@@ -1,7 +1,8 @@
 """The actions of ``POST /schedule``: one function each, body in, response dict out.
 
-Each handler reads its fields through :class:`api.fields.Body` (which refuses unknown
-options afterwards) and calls the scheduler; errors propagate to :mod:`api.errors`.
+Each handler reads its fields through :class:`api.fields.Body`, calls ``body.complete``
+(unknown options are refused, then the rate limit admits the request) and only then calls
+the scheduler; errors propagate to :mod:`api.errors`.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ def _info(message: str) -> dict[str, Any]:
 
 
 def start(ctx: Context, body: Body) -> dict[str, Any]:
-    body.refuse_unknown("start")
+    body.complete("start")
     if ctx.scheduler.start():
         return _ok(message="Scheduler started")
     return _info("Scheduler is already running")
 
 
 def stop(ctx: Context, body: Body) -> dict[str, Any]:
-    body.refuse_unknown("stop")
+    body.complete("stop")
     if ctx.scheduler.stop():
         return _ok(message="Scheduler stopped")
     return _info("Scheduler is not running")
@@ -64,26 +65,26 @@ def _scheduled(ctx: Context, task, verb: str) -> dict[str, Any]:
 def create(ctx: Context, body: Body) -> dict[str, Any]:
     task_id = body.task_id()
     fields = spec_fields(body, creating=True)
-    body.refuse_unknown("create")
+    body.complete("create")
     return _scheduled(ctx, ctx.scheduler.create(task_id, TaskSpec(**fields)), "scheduled")
 
 
 def update(ctx: Context, body: Body) -> dict[str, Any]:
     task_id = body.task_id()
     fields = spec_fields(body, creating=False)
-    body.refuse_unknown("update")
+    body.complete("update")
     return _scheduled(ctx, ctx.scheduler.update(task_id, fields), "updated")
 
 
 def list_tasks(ctx: Context, body: Body) -> dict[str, Any]:
-    body.refuse_unknown("list")
+    body.complete("list")
     tasks = [task_view(t, ctx.scheduler.display_next_run(t)) for t in ctx.scheduler.tasks()]
     return _ok(tasks=tasks, count=len(tasks))
 
 
 def remove(ctx: Context, body: Body) -> dict[str, Any]:
     task_id = body.task_id()
-    body.refuse_unknown("remove")
+    body.complete("remove")
     ctx.scheduler.remove(task_id)
     return _ok(message=f"Task '{task_id}' removed")
 
@@ -91,7 +92,7 @@ def remove(ctx: Context, body: Body) -> dict[str, Any]:
 def get(ctx: Context, body: Body) -> dict[str, Any]:
     task_id = body.task_id()
     limit = body.positive_int("limit", maximum=MAX_RUNS_LIMIT, default=20)
-    body.refuse_unknown("get")
+    body.complete("get")
     task = ctx.scheduler.task(task_id)
     return _ok(task=task_view(task, ctx.scheduler.display_next_run(task)),
                runs=[run_view(r) for r in ctx.scheduler.runs(task_id, limit)])
@@ -100,7 +101,7 @@ def get(ctx: Context, body: Body) -> dict[str, Any]:
 def _pause(paused: bool) -> Handler:
     def handler(ctx: Context, body: Body) -> dict[str, Any]:
         task_id = body.task_id()
-        body.refuse_unknown("pause" if paused else "resume")
+        body.complete("pause" if paused else "resume")
         task = ctx.scheduler.set_paused(task_id, paused)
         next_run = ctx.scheduler.display_next_run(task)
         verb = "paused" if paused else "resumed"
@@ -111,7 +112,7 @@ def _pause(paused: bool) -> Handler:
 
 def run(ctx: Context, body: Body) -> dict[str, Any]:
     task_id = body.task_id()
-    body.refuse_unknown("run")
+    body.complete("run")
     run_id = ctx.scheduler.run_now(task_id)
     return _ok(message=f"Task '{task_id}' is running now (run {run_id})", task_id=task_id,
                run_id=run_id)
@@ -120,7 +121,7 @@ def run(ctx: Context, body: Body) -> dict[str, Any]:
 def runs(ctx: Context, body: Body) -> dict[str, Any]:
     task_id = body.task_id() if body.has("task_id") else None
     limit = body.positive_int("limit", maximum=MAX_RUNS_LIMIT, default=20)
-    body.refuse_unknown("runs")
+    body.complete("runs")
     records = [run_view(r) for r in ctx.scheduler.runs(task_id, limit)]
     return _ok(runs=records, count=len(records))
 
@@ -129,20 +130,20 @@ def output(ctx: Context, body: Body) -> dict[str, Any]:
     if not body.has("run_id"):
         body.required("run_id")
     run_id = body.positive_int("run_id", maximum=MAX_ID)
-    body.refuse_unknown("output")
+    body.complete("output")
     return _ok(run=run_view(ctx.scheduler.run(run_id), full_output=True))
 
 
 def validate(ctx: Context, body: Body) -> dict[str, Any]:
     interval = body.interval(required=True)
-    body.refuse_unknown("validate")
+    body.complete("validate")
     schedule, slots = ctx.scheduler.validate(interval)
     return _ok(message=f"'{interval}' is a valid interval", interval=schedule.canonical,
                next_runs=[fmt_time(t) for t in slots])
 
 
 def status(ctx: Context, body: Body) -> dict[str, Any]:
-    body.refuse_unknown("status")
+    body.complete("status")
     ctx.policy.current()
     st = ctx.scheduler.status()
     return _ok(running=st.running, tasks=st.tasks,

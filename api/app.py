@@ -1,13 +1,13 @@
 """The Flask application factory: builds the store, the pool, the scheduler and the routes.
 
 Nothing is created at import. ``create_app(config)`` wires everything and starts the
-scheduler's threads and the worker pool; ``close_app(app)`` shuts them down gracefully.
-Long-lived objects hang on ``app.extensions["task_scheduler"]``.
+scheduler's threads, the worker pool and the policy watcher; ``close_app(app)`` shuts them
+down gracefully. Long-lived objects hang on ``app.extensions["task_scheduler"]`` (and the
+edge's on ``app.extensions["task_scheduler_edge"]``, see :mod:`api.edge`).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from pathlib import Path
@@ -21,11 +21,15 @@ from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
 
-from . import errors
+from . import edge, errors
 from .actions import ACTIONS, Context
+from .audit import AuditLog
+from .clientlimit import ClientLimiter
 from .config import ServerConfig
 from .errors import ApiError
 from .fields import Body
+from .guards import EdgeGuards
+from .openapi import document
 
 log = logging.getLogger(__name__)
 EXTENSION = "task_scheduler"
@@ -35,17 +39,6 @@ bp = Blueprint("schedule", __name__)
 
 def context() -> Context:
     return current_app.extensions[EXTENSION]
-
-
-def _check_token(config: ServerConfig) -> None:
-    if config.token is None:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), config.token.encode()):
-        raise ApiError(401, "unauthorized", "This server needs 'Authorization: Bearer <token>' "
-                       "with the operator's token.", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _read_body(config: ServerConfig) -> Body:
@@ -64,20 +57,27 @@ def _read_body(config: ServerConfig) -> Body:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "The request body must be a JSON object with an 'action'.")
-    return Body(data)
+    return Body(data, admit=edge.admit)
 
 
-@bp.get("/health")
+# No automatic OPTIONS answers: the server never takes part in CORS, and an OPTIONS
+# request is a 405 envelope like any other wrong method.
+@bp.get("/health", provide_automatic_options=False)
 def health():
     return jsonify({"status": "ok"})
 
 
-@bp.post("/schedule")
+@bp.get("/openapi.json", provide_automatic_options=False)
+def openapi():
+    return jsonify(document())
+
+
+@bp.post("/schedule", provide_automatic_options=False)
 def schedule():
     config: ServerConfig = current_app.config["SERVER"]
-    _check_token(config)
     body = _read_body(config)
     action = body.raw("action")
+    edge.note_request(action, body.data.get("task_id"))
     if action is None:
         raise ApiError(400, "missing_field", "'action' is required: one of "
                        f"{', '.join(ACTIONS)}.", field="action")
@@ -85,7 +85,11 @@ def schedule():
     if handler is None:
         raise ApiError(400, "invalid_action", f"Unknown action {action!r}; accepted: "
                        f"{', '.join(ACTIONS)}.", field="action")
-    return jsonify(handler(context(), body))
+    result = handler(context(), body)
+    if not body.admitted:  # a bug (an action that skipped the rate limit); the tests catch it
+        log.error("action %r did not call body.complete(): it bypassed the rate limit", action)
+    edge.note_result(result)
+    return jsonify(result)
 
 
 def create_app(config: ServerConfig | None = None, *, executor: Executor | None = None) -> Flask:
@@ -105,7 +109,12 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
                                                  shutdown_grace=config.shutdown_grace,
                                                  autostart=config.autostart))
     scheduler.open()
+    policy.start_watching()
     app.extensions[EXTENSION] = Context(scheduler=scheduler, policy=policy)
+    limiter = ClientLimiter(lambda: policy.current().rate_limits.requests_per_minute)
+    edge.install(app, edge.Edge(guards=EdgeGuards(config), limiter=limiter,
+                                audit=AuditLog(config.data_dir / "audit.log",
+                                               max_bytes=config.audit_max_bytes)))
     app.register_blueprint(bp)
     errors.register(app)
     return app
@@ -113,4 +122,7 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
 
 def close_app(app: Flask, grace: float | None = None) -> None:
     """Stop dispatching, give running jobs their grace period, stop the pool."""
-    app.extensions[EXTENSION].scheduler.close(grace)
+    ctx: Context = app.extensions[EXTENSION]
+    ctx.policy.stop_watching()
+    ctx.scheduler.close(grace)
+    app.extensions[edge.EDGE].audit.close()

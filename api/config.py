@@ -28,10 +28,38 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     history_per_task: int = 100
     log_level: str = "INFO"
+    # Host names (or addresses) besides the loopback ones that clients may use in ``Host``.
+    allowed_hosts: tuple[str, ...] = ()
+    audit_max_bytes: int = 5 * 1024 * 1024
+    # waitress' default (100) would make the 101st keep-alive client wait for a free slot.
+    connection_limit: int = 1000
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "scheduler.db"
+
+
+def is_wildcard(host: str) -> bool:
+    """True for the "every interface" addresses (0.0.0.0, ::), which no client sends as Host."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def normalize_host_name(name: str) -> str | None:
+    """An --allowed-host entry in the form Host headers are compared in (lower case, no
+    brackets, no trailing dot), or None if it is not a bare host name or address."""
+    name = name.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    if not name or len(name) > 253 or not all(c.isalnum() or c in "-._" for c in name):
+        return None
+    return name
 
 
 def is_loopback(host: str) -> bool:
@@ -65,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                    help="worker processes (default %(default)s)")
     p.add_argument("--token", default=_env("token", None),
                    help="require 'Authorization: Bearer <token>' on every API request")
+    p.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+                   help="a host name clients may use besides the loopback ones (repeatable; "
+                        "env: comma-separated). Other Host headers are refused (DNS rebinding)")
     p.add_argument("--autostart", action="store_true", default=_flag("autostart"),
                    help="start dispatching at start-up even on a fresh data directory")
     p.add_argument("--threads", type=int, default=int(_env("threads", d.threads)),
@@ -78,6 +109,17 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         p.error("--workers and --threads must be at least 1")
     if not 0 < a.port < 65536:
         p.error("--port must be between 1 and 65535")
+    # Options win over the environment as a whole (argparse would append to the default).
+    raw_hosts = a.allowed_host if a.allowed_host is not None else \
+        [h for h in _env("allowed_hosts", "").split(",") if h.strip()]
+    hosts = []
+    for raw in raw_hosts:
+        name = normalize_host_name(raw)
+        if name is None:
+            p.error(f"--allowed-host {raw!r} is not a host name or address "
+                    "(give the name alone, without scheme or port)")
+        hosts.append(name)
     return ServerConfig(host=a.host, port=a.port, policy=a.policy, data_dir=a.data_dir,
                         workers=a.workers, token=a.token or None, autostart=a.autostart,
-                        threads=a.threads, shutdown_grace=a.shutdown_grace, log_level=a.log_level)
+                        threads=a.threads, shutdown_grace=a.shutdown_grace, log_level=a.log_level,
+                        allowed_hosts=tuple(dict.fromkeys(hosts)))

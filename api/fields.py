@@ -2,12 +2,15 @@
 
 ``Body`` wraps the parsed object and remembers which keys an action read, so that an
 option the server does not understand is refused (400 ``unknown_field``) rather than
-silently ignored.
+silently ignored. Every action calls :meth:`Body.complete` once it has read its fields and
+before it acts: that refuses unknown options, then runs the ``admit`` hook (the
+per-client rate limit), so a malformed request is a 400 before it can be a 429.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -39,9 +42,17 @@ def bad(field: str, message: str, code: str = "invalid_parameter") -> ApiError:
 class Body:
     """A request body (a JSON object) whose fields are read through typed accessors."""
 
-    def __init__(self, data: dict[str, Any]):
+    def __init__(self, data: dict[str, Any], *, admit: Callable[[], None] = lambda: None):
         self.data = data
         self.read: set[str] = {"action"}
+        self._admit = admit
+        self.admitted = False
+
+    def complete(self, action: str) -> None:
+        """All fields are read: refuse unknown options (400), then admit the request."""
+        self.refuse_unknown(action)
+        self._admit()
+        self.admitted = True
 
     def has(self, key: str) -> bool:
         self.read.add(key)
