@@ -209,3 +209,16 @@ def _write(path: Path, value: str, *, missing_ok: bool = False) -> None:
             log.warning("cgroup file %s is missing", path)
     except OSError as exc:
         log.warning("cannot write %s to %s: %s", value, path, exc)
+
+
+def sweep_stale(support: CgroupSupport) -> int:
+    """Sweep the groups of every worker that no longer exists (a crashed server's)."""
+    owners: set[int] = set()
+    for base in (support.unified, support.memory, support.pids):
+        if base is None:
+            continue
+        for path in base.glob(PREFIX + "*-run-*"):
+            owner = path.name[len(PREFIX):].split("-", 1)[0]
+            if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+                owners.add(int(owner))
+    return sum(sweep(support, owner) for owner in owners)

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 
 import psutil
 
-from . import procs
+from . import cgroups, procs
 from .errors import PoolClosed
 from .types import ProtectedPaths, RunRequest, RunResult, RunStatus
 from .worker import worker_main
@@ -66,6 +66,7 @@ class WorkerPool:
         self._closing = False
         self._cancel_reason: str | None = None
         self._isolation: dict | None = None
+        self._cgroups = cgroups.CgroupSupport()
         self._thread = threading.Thread(target=self._supervise, name="pool-supervisor", daemon=True)
 
     # -- public API ---------------------------------------------------------------------
@@ -75,6 +76,10 @@ class WorkerPool:
         self._on_started = on_started
         self._on_result = on_result
         procs.become_subreaper()
+        self._cgroups = cgroups.detect() if os.geteuid() == 0 else cgroups.CgroupSupport()
+        stale = cgroups.sweep_stale(self._cgroups)
+        if stale:
+            log.warning("removed %d cgroups left by workers of an earlier server", stale)
         self._thread.start()
 
     def submit(self, request: RunRequest) -> None:
@@ -214,6 +219,7 @@ class WorkerPool:
         log.warning("worker pid %d died: %s", slot.process.pid, reason)
         lost = slot.current
         self._kill_orphans()
+        cgroups.sweep(self._cgroups, slot.process.pid)
         slot.conn.close()
         with self._lock:
             index = self._slots.index(slot)
