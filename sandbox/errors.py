@@ -20,8 +20,3 @@ class PoolClosed(SandboxError):
 
     code = "pool_closed"
 
-
-class LaunchFailed(SandboxError):
-    """The job's process could not be started (missing interpreter, exec error)."""
-
-    code = "launch_failed"

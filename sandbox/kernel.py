@@ -26,6 +26,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 _PR_CAPBSET_DROP = 24
+_PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -59,6 +60,11 @@ def setns(fd: int, nstype: int) -> None:
 def mount(source: str | None, target: str | os.PathLike, fstype: str | None = None,
           flags: int = 0, data: str | None = None) -> None:
     _check(libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), f"mount {target}")
+
+
+def set_child_subreaper() -> None:
+    """Orphans of this process's descendants are re-parented to it, not to init."""
+    _check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
 
 
 def set_no_new_privs() -> None:

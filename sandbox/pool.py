@@ -108,10 +108,6 @@ class WorkerPool:
         worker has started)."""
         return self._isolation
 
-    def worker_pids(self) -> list[int]:
-        with self._lock:
-            return [s.process.pid for s in self._slots if s.process.pid]
-
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking work; give running jobs ``grace`` seconds, then cancel them."""
         with self._lock:

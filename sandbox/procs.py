@@ -1,4 +1,4 @@
-"""Process-level helpers: prctl, killing whole process trees, readable exit reasons.
+"""Process-level helpers: subreaping, killing whole process trees, readable exit reasons.
 
 A job may fork, call ``setsid`` after a double fork, or ignore SIGTERM. The process that
 launches jobs is made a *child subreaper*, so every orphan of its jobs is re-parented to it
@@ -8,7 +8,6 @@ escapees that a process-group kill would miss. "No such process" is never an err
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -16,28 +15,18 @@ import time
 
 import psutil
 
+from . import kernel
+
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, value: int) -> bool:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        log.warning("prctl(%d, %d) failed: %s", option, value, os.strerror(ctypes.get_errno()))
-        return False
-    return True
-
 
 def become_subreaper() -> bool:
     """Make this process adopt the orphans of its descendants (Linux ≥ 3.4)."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send ``sig`` to this process when its parent thread exits."""
-    return _prctl(_PR_SET_PDEATHSIG, int(sig))
+    try:
+        kernel.set_child_subreaper()
+    except OSError as exc:
+        log.warning("cannot become a child subreaper: %s", exc)
+        return False
+    return True
 
 
 def signal_name(sig: int) -> str:

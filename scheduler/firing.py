@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sandbox.errors import PoolClosed
 from sandbox.types import RunRequest, RunResult, RunStatus
 
 from .errors import RateLimited
@@ -102,8 +103,15 @@ class FiringMixin:
                 self._waiting[task.task_id] = request
                 return run_id
             active.add(run_id)
-        self.executor.submit(request)
+        self._submit(request)
         return run_id
+
+    def _submit(self, request: RunRequest) -> None:
+        try:
+            self.executor.submit(request)
+        except PoolClosed:
+            self._on_result(RunResult(run_id=request.run_id, status=RunStatus.INTERRUPTED,
+                                      reason="the server was shutting down", finished_at=self.clock()))
 
     # -- manual runs --------------------------------------------------------------------
 
@@ -152,7 +160,7 @@ class FiringMixin:
             self._finished += 1
             prune_output = self._finished % PRUNE_OUTPUT_EVERY == 0
         if follow_up is not None:
-            self.executor.submit(follow_up)
+            self._submit(follow_up)
         self.store.prune_task(info.task_id, self.config.history_per_task)
         if prune_output:
             self.store.prune_output(self.config.history_max_bytes)
