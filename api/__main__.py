@@ -16,6 +16,7 @@ from .app import close_app, create_app
 from .config import ServerConfig, is_loopback, is_wildcard, parse_args
 
 log = logging.getLogger("api")
+WAITRESS_BODY_FACTOR = 16
 
 
 def serve(config: ServerConfig) -> int:
@@ -31,8 +32,13 @@ def serve(config: ServerConfig) -> int:
         return 2
     try:
         # poll(): select() fails past 1024 descriptors, which many clients can reach.
+        # waitress buffers a whole body (to disk past 512 KB) before the app sees it; its
+        # own limit stops a giant upload at the headers. Up to that, bodies over our cap
+        # get the JSON 413 from the app; beyond it, waitress' plain-text 413.
+        body_limit = WAITRESS_BODY_FACTOR * config.max_body_kb * 1024
         server = create_server(app, host=config.host, port=config.port, threads=config.threads,
                                connection_limit=config.connection_limit,
+                               max_request_body_size=body_limit,
                                asyncore_use_poll=True, ident="task-scheduler")
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
