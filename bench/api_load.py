@@ -5,7 +5,8 @@ The store is filled directly (bench.common.populate: the product's Store, one tr
 hourly command tasks) before the server starts. Load: wrk (one thread, 16 connections) with
 a Lua script for the POST bodies — every `create` a new task id — or, where wrk is absent,
 a Python load generator (4 processes × 4 keep-alive connections); the same tool for both
-sides. `list` is measured before `create` (which adds tasks). Baselines: the bare endpoint
+sides. `list` is measured before `create` (which adds tasks); between two loads the
+server is given time to finish the requests still queued (its CPU falls under 5 %). Baselines: the bare endpoint
 answering a response of the same shape and size (task dicts built in memory), and a tiny
 `{"status": "success"}`.
 """
@@ -132,7 +133,7 @@ def bare(tasks: int, tiny: bool = False):
             except OSError:
                 return False
         common.wait_until(up, timeout=30, message="the bare app")
-        yield port
+        yield port, proc.pid
 
 
 def run(tmp: Path, quick: bool) -> str:
@@ -145,14 +146,17 @@ def run(tmp: Path, quick: bool) -> str:
             for action in ("list", "create"):
                 print(f"  api: ours, {action}, {n} tasks", flush=True)
                 res[("ours", action, n)] = load(srv.port, action, seconds)
-        with bare(n) as port:
+                common.settle(srv.proc.pid)
+        with bare(n) as (port, pid):
             for action in ("list", "create"):
                 print(f"  api: bare (same-size), {action}, {n} tasks", flush=True)
                 res[("same", action, n)] = load(port, action, seconds)
-    with bare(0, tiny=True) as port:
+                common.settle(pid)
+    with bare(0, tiny=True) as (port, pid):
         for action in ("list", "create"):
             print(f"  api: bare (tiny), {action}", flush=True)
             res[("tiny", action)] = load(port, action, seconds)
+            common.settle(pid)
     rows = []
     for action in ("list", "create"):
         for n in sizes:

@@ -45,8 +45,6 @@ rate_limits:
   max_tasks: 1000000
 """
 
-__all__ = ["PY", "ROOT", "SHELL_TRUE", "Server", "free_port", "wait_until"]
-
 
 # -- processes ----------------------------------------------------------------------------
 
@@ -59,6 +57,7 @@ def kill_tree(procs: Iterable[psutil.Process]) -> None:
 
 
 def family(pid: int) -> list[psutil.Process]:
+    """The process and its descendants (the process first)."""
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -127,6 +126,18 @@ def rss_mb(procs: Iterable[psutil.Process]) -> float:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
     return total / 2**20
+
+
+def settle(pid: int, timeout: float = 60.0, busy: float = 0.05) -> None:
+    """Wait (at most ``timeout`` s) until the process tree uses under ``busy`` of a core:
+    a server still working through requests queued by the last load must not count
+    against the next one."""
+    procs, end = family(pid), time.monotonic() + timeout
+    while time.monotonic() < end:
+        c0 = cpu_seconds(procs)
+        time.sleep(0.25)
+        if (cpu_seconds(procs) - c0) / 0.25 < busy:
+            return
 
 
 def sleep_until(t: float) -> None:
@@ -202,13 +213,8 @@ def fmt(value) -> str:
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
         return f"{int(value):,}"
     v = abs(value)
-    if v >= 100:
-        return f"{value:,.0f}"
-    if v >= 10:
-        return f"{value:.1f}"
-    if v >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    return (f"{value:,.0f}" if v >= 100 else f"{value:.1f}" if v >= 10
+            else f"{value:.2f}" if v >= 1 else f"{value:.3f}")
 
 
 def ratio(ours, base) -> str:
@@ -235,6 +241,15 @@ def table(title: str, baselines: Sequence[str], rows: Sequence[tuple], notes: Se
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def revision() -> str:
+    """The commit measured, and whether the work tree differed from it (read-only git)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def machine() -> str:

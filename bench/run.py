@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# Benchmarks{' (quick mode: smoke test, figures not meaningful)' if args.quick else ''}\n")
     print(f"Machine: {common.machine()}\n", flush=True)
+    print(f"Code: {common.revision()}\n", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     failures, began = [], time.monotonic()
     try:
