@@ -1,4 +1,4 @@
-"""``python -m api``: run the Task Scheduler Server on waitress until SIGTERM/SIGINT."""
+"""``python -m api``: run the Task Scheduler Server (on cheroot) until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ import signal
 import sys
 import threading
 
-from waitress import create_server
 
 from policies.errors import PolicyError
 from scheduler.errors import StoreError
 
 from .app import close_app, create_app
+from .httpserver import make_server
 from .config import ServerConfig, is_loopback, is_wildcard, parse_args
 
 log = logging.getLogger("api")
-WAITRESS_BODY_FACTOR = 16
 
 
 def serve(config: ServerConfig) -> int:
@@ -31,15 +30,9 @@ def serve(config: ServerConfig) -> int:
         log.error("cannot start: %s", exc.message)
         return 2
     try:
-        # poll(): select() fails past 1024 descriptors, which many clients can reach.
-        # waitress buffers a whole body (to disk past 512 KB) before the app sees it; its
-        # own limit stops a giant upload at the headers. Up to that, bodies over our cap
-        # get the JSON 413 from the app; beyond it, waitress' plain-text 413.
-        body_limit = WAITRESS_BODY_FACTOR * config.max_body_kb * 1024
-        server = create_server(app, host=config.host, port=config.port, threads=config.threads,
-                               connection_limit=config.connection_limit,
-                               max_request_body_size=body_limit,
-                               asyncore_use_poll=True, ident="task-scheduler")
+        server = make_server(app, host=config.host, port=config.port, threads=config.threads,
+                             max_body_bytes=config.max_body_kb * 1024,
+                             connections=config.connection_limit)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         close_app(app, grace=0)
@@ -54,13 +47,13 @@ def serve(config: ServerConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread = threading.Thread(target=server.serve, name="http", daemon=True)
     thread.start()
     log.info("listening on http://%s:%d (policy %s, data %s, %d workers)", config.host,
              config.port, config.policy, config.data_dir, config.workers)
     stop.wait()
     log.info("shutting down: no new runs; running jobs get %.0f s", config.shutdown_grace)
-    server.close()
+    server.stop()
     close_app(app)
     log.info("stopped")
     return 0

@@ -102,7 +102,9 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     config = config or ServerConfig()
     app = Flask(__name__)
     app.config["SERVER"] = config
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_kb * 1024
+    # One byte over the cap, so that a chunked body (no Content-Length), which werkzeug
+    # cuts at this length rather than refusing, still shows it was too large.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_kb * 1024 + 1
     app.json.sort_keys = False
     policy = PolicySource(config.policy, base_dir=Path.cwd())
     store = Store(config.db_path)

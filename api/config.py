@@ -31,7 +31,7 @@ class ServerConfig:
     # Host names (or addresses) besides the loopback ones that clients may use in ``Host``.
     allowed_hosts: tuple[str, ...] = ()
     audit_max_bytes: int = 5 * 1024 * 1024
-    # waitress' default (100) would make the 101st keep-alive client wait for a free slot.
+    # Kept-alive client connections held open at once (idle ones beyond are closed).
     connection_limit: int = 1000
 
     @property

@@ -1,4 +1,4 @@
-"""The API baseline: a bare Flask endpoint on waitress (``python -m bench.bare_app``).
+"""The API baseline: a bare Flask endpoint on the same WSGI server as ours, cheroot (``python -m bench.bare_app``).
 
 ``POST /schedule`` parses the JSON body and answers with a response of the same shape as
 ours, built in memory: for ``list``, ``--tasks`` task dicts shaped like the server's
@@ -9,10 +9,9 @@ task dict. With ``--tiny`` it answers ``{"status": "success"}`` whatever was ask
 from __future__ import annotations
 
 import argparse
-import logging
 
 from flask import Flask, jsonify, request
-from waitress import serve
+from api.httpserver import make_server
 
 
 def task_dict(i: int) -> dict:
@@ -56,9 +55,12 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=0)
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N"
-    serve(make_app(a.tasks, a.tiny), host="127.0.0.1", port=a.port, threads=a.threads,
-          ident="bare", _quiet=True)
+    server = make_server(make_app(a.tasks, a.tiny), host="127.0.0.1", port=a.port,
+                         threads=a.threads, max_body_bytes=512 * 1024, name="bare")
+    try:
+        server.serve()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

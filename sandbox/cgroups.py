@@ -1,9 +1,9 @@
-"""Per-run control groups: kernel-enforced memory and process caps and a group kill.
+"""Control groups: kernel-enforced memory and process caps, and a group kill.
 
 Works with cgroup v1 controllers (``memory``, ``pids``) and with the cgroup v2 tree, whose
-``cgroup.kill`` kills every member at once (setsid escapees included). Groups are created
-below the cgroup this process already belongs to, named after the worker and the run, and
-removed when the run ends; :func:`sweep` removes what a dead worker left.
+``cgroup.kill`` kills every member at once (setsid escapees included). Each worker has its
+own groups, created below the cgroup the server belongs to and named after the worker;
+:func:`sweep` kills and removes what a dead worker left.
 """
 
 from __future__ import annotations
@@ -83,10 +83,18 @@ def detect() -> CgroupSupport:
     return CgroupSupport(**found)
 
 
-class RunCgroups:
-    """The groups of one run. ``join_paths`` are the files the job's child writes its pid to."""
+class WorkerCgroups:
+    """A worker's own groups, which its jobs inherit when they fork.
 
-    def __init__(self, support: CgroupSupport, name: str, *, memory_mb: int, max_processes: int):
+    Moving a process into a cgroup waits for an RCU grace period (measured here: 0.2 ms
+    typical, 10-20 ms on a busy machine), so the worker joins its groups once at start-up
+    and each job is simply born in them. Before each run :meth:`arm` sets the caps to the
+    run's limits on top of what the worker itself uses, and snapshots the event counters
+    that :meth:`oom_killed` and :meth:`pids_refused` compare against. A job marks itself
+    the OOM killer's first choice, so the worker is not the one to go.
+    """
+
+    def __init__(self, support: CgroupSupport, name: str):
         self.dirs: list[Path] = []
         self.memory = self.pids = self.unified = None
         for attr in ("memory", "pids", "unified"):
@@ -96,77 +104,51 @@ class RunCgroups:
             path = base / name
             try:
                 path.mkdir(exist_ok=True)
+                (path / "cgroup.procs").write_text("0")
             except OSError as exc:
-                log.warning("cannot create cgroup %s: %s", path, exc)
+                log.warning("cannot create or join cgroup %s: %s", path, exc)
                 continue
             setattr(self, attr, path)
             self.dirs.append(path)
         if self.memory:
-            limit = str(memory_mb * 1024 * 1024)
+            _write(self.memory / "memory.swappiness", "0", missing_ok=True)
+        self._oom_kills = self._pids_refused = 0
+
+    def arm(self, *, memory_mb: int, max_processes: int) -> None:
+        """Set the caps for the next run (the worker's own usage comes on top)."""
+        if self.memory:
+            limit = str(_read_int(self.memory / "memory.usage_in_bytes") + memory_mb * 1048576)
+            _write(self.memory / "memory.memsw.limit_in_bytes", "-1", missing_ok=True)
             _write(self.memory / "memory.limit_in_bytes", limit)
             _write(self.memory / "memory.memsw.limit_in_bytes", limit, missing_ok=True)
-            _write(self.memory / "memory.swappiness", "0", missing_ok=True)
+            self._oom_kills = self._counter(self.memory / "memory.oom_control", "oom_kill")
         if self.pids:
-            _write(self.pids / "pids.max", str(max_processes))
-
-    @property
-    def join_paths(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
+            # The worker itself and the job's namespace init are in the group too.
+            _write(self.pids / "pids.max", str(max_processes + 2))
+            self._pids_refused = self._counter(self.pids / "pids.events", "max")
 
     def oom_killed(self) -> bool:
-        if not self.memory:
-            return False
-        try:
-            text = (self.memory / "memory.oom_control").read_text()
-        except OSError:
-            return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip() not in ("", "0"):
-                return True
-        return False
+        """Whether the kernel OOM-killed a process of the group since :meth:`arm`."""
+        return bool(self.memory) and \
+            self._counter(self.memory / "memory.oom_control", "oom_kill") > self._oom_kills
 
     def pids_refused(self) -> int:
-        """How many forks the pids cap refused so far."""
+        """How many forks the pids cap refused since :meth:`arm`."""
         if not self.pids:
             return 0
+        return self._counter(self.pids / "pids.events", "max") - self._pids_refused
+
+    @staticmethod
+    def _counter(path: Path, key: str) -> int:
         try:
-            text = (self.pids / "pids.events").read_text()
+            text = path.read_text()
         except OSError:
             return 0
         for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "max":
-                return int(value or 0)
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
         return 0
-
-    def kill(self) -> None:
-        if self.unified:
-            _write(self.unified / "cgroup.kill", "1", missing_ok=True)
-
-    def members(self) -> list[int]:
-        pids: set[int] = set()
-        for d in self.dirs:
-            try:
-                pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
-            except (OSError, ValueError):
-                continue
-        return sorted(pids)
-
-    def remove(self, timeout: float = 2.0) -> None:
-        end = time.monotonic() + timeout
-        for d in self.dirs:
-            while True:
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > end:
-                        log.warning("cannot remove cgroup %s: %s", d, exc)
-                        break
-                    time.sleep(0.005)
 
 
 def sweep(support: CgroupSupport, owner_pid: int) -> int:
@@ -194,6 +176,13 @@ def sweep(support: CgroupSupport, owner_pid: int) -> int:
     return removed
 
 
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
 def _read_pids(path: Path) -> list[int]:
     try:
         return [int(p) for p in (path / "cgroup.procs").read_text().split()]
@@ -217,7 +206,7 @@ def sweep_stale(support: CgroupSupport) -> int:
     for base in (support.unified, support.memory, support.pids):
         if base is None:
             continue
-        for path in base.glob(PREFIX + "*-run-*"):
+        for path in base.glob(PREFIX + "*-worker"):
             owner = path.name[len(PREFIX):].split("-", 1)[0]
             if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
                 owners.add(int(owner))

@@ -1,4 +1,4 @@
-"""Confining one run: the per-run cgroups and the set-up done in the job's child.
+"""Confining one run: the set-up done in the job's child between fork and exec.
 
 A :class:`Confiner` lives in a worker for its whole life: it knows what the machine offers
 (:class:`~sandbox.isolation.Isolation`), which paths are the server's own ground, which
@@ -6,7 +6,9 @@ system files are secrets (not world-readable), and holds the prebuilt seccomp fi
 For each run it makes a :class:`Confinement`, whose ``preexec`` runs in the job's child
 between fork and exec, in this order:
 
-1. join the run's cgroups (memory and pids caps, group kill);
+1. the CPU rlimit, and make the job the OOM killer's first choice (it is born in the
+   worker's cgroups, whose caps the worker set for this run, so a balloon must not take the
+   worker down instead);
 2. new mount, IPC and (with ``network: false``) network namespaces; a fresh ``/proc`` for
    the run's own PID namespace (the worker puts each job in a new one), a private
    ``/dev/shm``; the data directory and secret system files hidden; the policy file and the
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import kernel, landlock
-from .cgroups import RunCgroups, sweep
+from .cgroups import PREFIX, WorkerCgroups
 from .isolation import Isolation
 from .launch import LaunchPlan
 from .seccomp import Filter
@@ -94,33 +96,31 @@ class Confiner:
                              dict.fromkeys((*SYSTEM_READ_ONLY, *map(os.path.realpath, interpreter)))
                              if os.path.isdir(p)]
         self.static_rules += [(p, device_rights, False) for p in DEVICES if os.path.exists(p)]
-        if isolation.cgroups.unified or isolation.cgroups.memory or isolation.cgroups.pids:
-            sweep(isolation.cgroups, os.getpid())
+        self.cgroups: WorkerCgroups | None = None
+        if isolation.cgroups.layers:
+            self.cgroups = WorkerCgroups(isolation.cgroups, f"{PREFIX}{os.getpid()}-worker")
 
     @property
     def uses_preexec(self) -> bool:
         iso = self.isolation
         return bool(iso.namespaces or iso.landlock_abi or iso.seccomp or iso.cgroups.layers)
 
-    def prepare(self, run_id: int, plan: LaunchPlan, allowed: tuple[Path, ...],
-                network: bool) -> "Confinement":
-        cgroups = None
-        if self.isolation.cgroups.layers:
-            cgroups = RunCgroups(self.isolation.cgroups, f"tsched-{os.getpid()}-run-{run_id}",
-                                 memory_mb=plan.limits.memory_mb,
-                                 max_processes=plan.limits.max_processes)
-        return Confinement(self, plan, allowed, network, cgroups)
+    def prepare(self, plan: LaunchPlan, allowed: tuple[Path, ...], network: bool) -> "Confinement":
+        if self.cgroups is not None:
+            self.cgroups.arm(memory_mb=plan.limits.memory_mb,
+                             max_processes=plan.limits.max_processes)
+        return Confinement(self, plan, allowed, network)
 
 
 class Confinement:
     """One run's confinement; ``spawn`` wraps the fork so the job gets its own PID namespace."""
 
     def __init__(self, confiner: Confiner, plan: LaunchPlan, allowed: tuple[Path, ...],
-                 network: bool, cgroups: RunCgroups | None):
+                 network: bool):
         self.confiner = confiner
         self.plan = plan
         self.network = network
-        self.cgroups = cgroups
+        self.cgroups = confiner.cgroups
         self.read_write = tuple(str(p) for p in allowed) + (str(plan.tmpdir), "/dev/shm")
         self.error_r, self.error_w = os.pipe()
 
@@ -157,9 +157,6 @@ class Confinement:
 
     def close(self) -> None:
         os.close(self.error_r)
-        if self.cgroups is not None:
-            self.cgroups.kill()
-            self.cgroups.remove()
 
     # -- in the child, between fork and exec ---------------------------------------------
 
@@ -176,9 +173,7 @@ class Confinement:
         cpu = int(self.plan.limits.cpu_seconds)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         if self.cgroups is not None:
-            for path in self.cgroups.join_paths:
-                with open(path, "w") as fh:
-                    fh.write("0")
+            _write_oom_score_adj(1000)
         if iso.namespaces:
             self._namespaces()
             self._become_init()
@@ -259,3 +254,11 @@ def _hide(path: str) -> None:
     else:
         kernel.mount("/dev/null", path, None, kernel.MS_BIND)
         kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | ro)
+
+
+def _write_oom_score_adj(value: int) -> None:
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)

@@ -304,6 +304,7 @@ class WorkerPool:
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(1)
+            cgroups.sweep(self._cgroups, slot.process.pid)
         self._kill_orphans()
 
     def _report(self, result: RunResult) -> None:

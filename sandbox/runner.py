@@ -77,8 +77,7 @@ def execute(request: RunRequest, control: Connection | None = None,
                              reason=f"{exc.code}: {exc.message}", finished_at=time.time())
         confinement = None
         if confiner is not None and confiner.uses_preexec:
-            confinement = confiner.prepare(request.run_id, plan,
-                                           request.policy.allowed_directories,
+            confinement = confiner.prepare(plan, request.policy.allowed_directories,
                                            request.policy.network)
         try:
             return _Job(request.run_id, plan, control, confinement).run()
@@ -249,8 +248,6 @@ class _Job:
                 proc.wait(TERM_GRACE)
             except subprocess.TimeoutExpired:
                 pass
-        if self.cgroups is not None:
-            self.cgroups.kill()
         procs.signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
         if procs.has_children():
