@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -14,7 +15,14 @@ def fmt_time(t: float | None) -> str | None:
     """The seed's time form, ``YYYY-MM-DD HH:MM:SS``, in the server's local time."""
     if t is None:
         return None
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return _fmt_second(int(t // 1))
+
+
+@functools.lru_cache(maxsize=65536)
+def _fmt_second(second: int) -> str:
+    # A list of 10k tasks formats 30k times, most of them the same few seconds (tasks
+    # created together, slots on the same grid): local-time conversion is the costly part.
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
 
 
 def task_state(task: Task, next_run: float | None) -> str:

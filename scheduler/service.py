@@ -61,6 +61,7 @@ class Scheduler(FiringMixin):
         self.tz = tz
         self._lock = threading.RLock()
         self._tasks: dict[str, Task] = {}
+        self._reserved: set[str] = set()
         self._running = False
         self._dispatcher = Dispatcher(self._fire, clock=clock)
         self._init_firing(SlidingWindow(policy().rate_limits.runs_per_minute))
@@ -170,21 +171,31 @@ class Scheduler(FiringMixin):
     def create(self, task_id: str, spec: TaskSpec) -> Task:
         now = self.clock()
         schedule = self._check(spec, now)
+        # The id is reserved under the lock, written to the store outside it (the commit
+        # must not hold up the dispatcher), then published under the lock.
         with self._lock:
-            if task_id in self._tasks:
+            if task_id in self._tasks or task_id in self._reserved:
                 raise TaskExists(task_id)
             limit = self.policy().rate_limits.max_tasks
-            if len(self._tasks) >= limit:
+            if len(self._tasks) + len(self._reserved) >= limit:
                 raise QuotaExceeded(f"The policy allows at most {limit} tasks (rate_limits.max_tasks); "
                                     "remove a task first.", field="task_id")
+            self._reserved.add(task_id)
+        try:
             task = Task(task_id=task_id, spec=spec, schedule=schedule, created_at=now,
                         updated_at=now, anchor=_anchor(spec, schedule, now),
                         checkpoint=round(now, 3))
             task.next_run = self._following(task, now)
             self.store.save_task(task)
+        except BaseException:
+            with self._lock:
+                self._reserved.discard(task_id)
+            raise
+        with self._lock:
+            self._reserved.discard(task_id)
             self._tasks[task_id] = task
             self._dispatcher.schedule(task_id, task.next_run)
-            return task
+        return task
 
     def update(self, task_id: str, changes: dict[str, Any]) -> Task:
         """Change some fields of a task. A new ``interval`` or ``start_at`` re-anchors its
