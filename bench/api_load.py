@@ -1,5 +1,5 @@
 """3. API: requests/s and p99 latency of `list` and `create` with 1k and 10k stored tasks,
-against a bare Flask endpoint on the same WSGI server (waitress, same thread count).
+against a bare Flask endpoint on the same WSGI server (cheroot, same thread count).
 
 The store is filled directly (bench.common.populate: the product's Store, one transaction,
 hourly command tasks) before the server starts. Load: wrk (one thread, 16 connections) with
@@ -165,7 +165,7 @@ def run(tmp: Path, quick: bool) -> str:
             rows.append((f"`{action}`, {n:,} tasks: p99 ms (lower is better)", ours["p99"], same["p99"], tiny["p99"]))
     errors = {f"{k[0]}/{'/'.join(map(str, k[1:]))}": v["errors"] for k, v in res.items() if v["errors"]}
     notes = [f"Load: {tool()}, {seconds:g} s per cell, on the same 2 cores as the server; "
-             f"{THREADS} waitress threads on both sides; store filled directly (product Store).",
+             f"{THREADS} cheroot threads on both sides; store filled directly (product Store).",
              "p50 ms, ours / same-size: " + "; ".join(
                  f"{a} {n:,}: {res[('ours', a, n)]['p50']:.1f} / {res[('same', a, n)]['p50']:.1f}"
                  for a in ("list", "create") for n in sizes) + ".",
