@@ -159,7 +159,8 @@ def sweep(support: CgroupSupport, owner_pid: int) -> int:
         if base is None:
             continue
         for path in base.glob(prefix + "*"):
-            _write(path / "cgroup.kill", "1", missing_ok=True)
+            if base is support.unified:
+                _write(path / "cgroup.kill", "1", missing_ok=True)
             for pid in _read_pids(path):
                 try:
                     os.kill(pid, 9)
