@@ -25,12 +25,20 @@ from .types import ProtectedPaths
 log = logging.getLogger(__name__)
 
 
+def _ignore(signum, frame) -> None:
+    """Deliberately nothing (see worker_main)."""
+
+
 def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
                 log_level: int = logging.WARNING) -> None:
     """Entry point of a worker process; returns when told to stop or the server is gone."""
     logging.basicConfig(level=log_level, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
-    # Ctrl-C reaches the whole foreground process group; the server decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, or a service manager's SIGTERM to the whole group, must not end a worker
+    # in the middle of a run: the server decides what stops (and a worker whose server is
+    # gone stops by itself). A handler rather than SIG_IGN: an ignored signal would stay
+    # ignored in every job, a handled one is reset to its default on exec.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
     procs.become_subreaper()
     # Inherited by every job: no core dumps (they could hold secrets and fill the disk).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
