@@ -140,3 +140,14 @@ def test_every_second_fires_once_a_second_without_drift(server):
     # Drift is what this test is about; lateness itself is measured by bench/, and a shared
     # 2-core machine can delay a single run, so only gross lateness fails here.
     assert 0 <= lateness[0] and lateness[len(lateness) // 2] < 50 and lateness[-1] < 500, lateness
+
+
+def test_a_worker_outlives_a_stray_sigterm_and_its_jobs_keep_default_signals(server):
+    workers = _worker_pids(server)
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    server.post("create", task_id="signals", type="custom", interval="every 1 hour",
+                custom_script="import signal\nprint(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)")
+    run = server.run_now("signals")
+    assert run["status"] == "succeeded" and run["stdout"] == "True\n", run
+    assert _worker_pids(server) == workers
