@@ -144,6 +144,14 @@ def test_every_second_fires_once_a_second_without_drift(server):
 
 def test_a_worker_outlives_a_stray_sigterm_and_its_jobs_keep_default_signals(server):
     workers = _worker_pids(server)
+
+    def catches_sigterm(pid: int) -> bool:
+        status = open(f"/proc/{pid}/status").read()
+        caught = int(status.split("SigCgt:")[1].split()[0], 16)
+        return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+    wait_until(lambda: all(catches_sigterm(pid) for pid in workers),
+               message="the workers to have started up")
     for pid in workers:
         os.kill(pid, signal.SIGTERM)
     server.post("create", task_id="signals", type="custom", interval="every 1 hour",
