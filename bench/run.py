@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {name}...", flush=True)
             try:
                 text = BENCHMARKS[name].run(tmp / name, args.quick)
-            except Exception:
+            except Exception:  # one broken benchmark must not hide the others' tables
                 traceback.print_exc()
                 failures.append(name)
                 continue

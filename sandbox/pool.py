@@ -314,5 +314,5 @@ class WorkerPool:
     def _call(callback: Callable, *args) -> None:
         try:
             callback(*args)
-        except Exception:
+        except Exception:  # a scheduler bug must not stop the supervisor: log it whole
             log.exception("run callback failed")

@@ -124,7 +124,7 @@ class Dispatcher:
             for task_id, due in batch:
                 try:
                     next_due = self._fire(task_id, due)
-                except Exception:
+                except Exception:  # one task's failure never stops the others: log it whole
                     log.exception("firing task %r at %s failed", task_id, due)
                     continue
                 if next_due is not None:
