@@ -72,6 +72,8 @@ class CgroupSupport:
 
 
 def detect() -> CgroupSupport:
+    """Which hierarchies let this process make child groups (as root, or where a service
+    manager delegated them); a probe group is made and removed in each."""
     own = _own_paths()
     found: dict[str, Path | None] = {}
     for key, control_file in (("memory", "memory.limit_in_bytes"), ("pids", "pids.max")):

@@ -89,7 +89,7 @@ def detect() -> Isolation:
         landlock_abi=landlock.abi_version(),
         namespaces=is_root and _namespaces_work(),
         seccomp=seccomp.available(),
-        cgroups=cgroups.detect() if is_root else cgroups.CgroupSupport(),
+        cgroups=cgroups.detect(),
     )
     log.info("isolation: %s (%s)", found.level.value, ", ".join(found.layers))
     return found

@@ -76,7 +76,7 @@ class WorkerPool:
         self._on_started = on_started
         self._on_result = on_result
         procs.become_subreaper()
-        self._cgroups = cgroups.detect() if os.geteuid() == 0 else cgroups.CgroupSupport()
+        self._cgroups = cgroups.detect()
         stale = cgroups.sweep_stale(self._cgroups)
         if stale:
             log.warning("removed %d cgroups left by workers of an earlier server", stale)

@@ -19,6 +19,7 @@ from . import kernel
 
 log = logging.getLogger(__name__)
 
+
 def become_subreaper() -> bool:
     """Make this process adopt the orphans of its descendants (Linux ≥ 3.4)."""
     try:
@@ -83,16 +84,11 @@ def descendants(pid: int | None = None) -> list[psutil.Process]:
         return []
 
 
-def reap_children(exclude: frozenset[int] = frozenset()) -> int:
-    """Reap every exited child except those in ``exclude``; return how many were reaped.
-
-    Children listed in ``exclude`` are waited for by their owners (``Popen``,
-    ``multiprocessing``), whose exit status must not be stolen.
-    """
+def reap_children() -> int:
+    """Reap every exited child; return how many were reaped. Call it only once the job's
+    own ``Popen`` has waited for its child, whose exit status must not be stolen."""
     reaped = 0
     for child in descendants():
-        if child.pid in exclude:
-            continue
         try:
             done, _ = os.waitpid(child.pid, os.WNOHANG)
         except ChildProcessError:
@@ -101,8 +97,8 @@ def reap_children(exclude: frozenset[int] = frozenset()) -> int:
     return reaped
 
 
-def kill_descendants(*, exclude: frozenset[int] = frozenset(), deadline: float = 2.0) -> int:
-    """SIGKILL every descendant of this process (but ``exclude``) until none is left.
+def kill_descendants(*, deadline: float = 2.0) -> int:
+    """SIGKILL every descendant of this process until none is left.
 
     A fork bomb can create processes while we kill, so sweep until a sweep finds nothing
     or ``deadline`` seconds have passed. Processes are stopped first (SIGSTOP) so that a
@@ -112,14 +108,13 @@ def kill_descendants(*, exclude: frozenset[int] = frozenset(), deadline: float =
     signalled = 0
     end = time.monotonic() + deadline
     while True:
-        victims = [p for p in descendants() if p.pid not in exclude]
-        live = [p for p in victims if _status(p) != psutil.STATUS_ZOMBIE]
+        live = [p for p in descendants() if _status(p) != psutil.STATUS_ZOMBIE]
         for proc in live:
             _send(proc.pid, signal.SIGSTOP)
         for proc in live:
             _send(proc.pid, signal.SIGKILL)
         signalled += len(live)
-        reap_children(exclude)
+        reap_children()
         if not live or time.monotonic() > end:
             if live:
                 log.error("%d processes still alive after %.1f s of killing", len(live), deadline)

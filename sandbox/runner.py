@@ -224,14 +224,15 @@ class _Job:
                               f"processes: tried to run more than {limits.max_processes} processes")
             return
         tree = procs.descendants()
+        if self.confinement is not None:
+            # The namespace init is ours, not the job's: a copy-on-write image of this worker.
+            tree = [p for p in tree if p.pid != proc.pid]
         if len(tree) > limits.max_processes:
             self.stop = _Stop(RunStatus.KILLED,
                               f"processes: more than {limits.max_processes} processes")
             return
         rss = 0
         for p in tree:
-            if self.confinement is not None and p.pid == proc.pid:
-                continue  # the namespace init: a copy-on-write image of this worker
             try:
                 rss += p.memory_info().rss
             except psutil.Error:
