@@ -151,6 +151,7 @@ def status(ctx: Context, body: Body) -> dict[str, Any]:
                runs={"active": st.runs_active, "queued": st.runs_queued},
                isolation=(st.isolation or {}).get("layers", []),
                isolation_level=(st.isolation or {}).get("level"),
+               cgroup_layout=(st.isolation or {}).get("cgroup_layout"),
                policy={"path": str(ctx.policy.path), "loaded_at": fmt_time(ctx.policy.loaded_at),
                        "error": ctx.policy.error})
 

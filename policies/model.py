@@ -99,6 +99,8 @@ class Limits:
     cpu_seconds: int = _bounded(300, WEEK)
     max_processes: int = _bounded(64, 65536)
     max_output_kb: int = _bounded(1024, 1024 * 1024)
+    file_size_mb: int = _bounded(1024, 1024 * 1024)
+    tmp_mb: int = _bounded(256, 1024 * 1024)
 
 
 @dataclasses.dataclass(frozen=True)

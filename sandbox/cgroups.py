@@ -1,14 +1,31 @@
-"""Control groups: kernel-enforced memory and process caps, and a group kill.
+"""Control groups: kernel-enforced memory and process caps, an exact OOM count, a group kill.
 
-Works with cgroup v1 controllers (``memory``, ``pids``) and with the cgroup v2 tree, whose
-``cgroup.kill`` kills every member at once (setsid escapees included). Each worker has its
-own groups, created below the cgroup the server belongs to and named after the worker;
-:func:`sweep` kills and removes what a dead worker left.
+Every run gets groups of its own, made by its worker just before the run and removed after
+it: the job's namespace init joins them before it forks the job, so the job and everything
+it starts are born inside, and the worker is not. That makes each counter exact for the run
+(an OOM kill of any descendant at any depth shows in the group's ``oom_kill`` count) and
+lets the run's end kill every member at once.
+
+Two layouts give the ``resources`` level (see SECURITY.md):
+
+* **cgroup v2** (the unified hierarchy of current distributions): one group per run with
+  ``memory.max``, ``memory.swap.max``, ``pids.max``, ``memory.events`` and ``cgroup.kill``.
+  v2 lets controllers be enabled only for a group's children, and only while the group
+  itself holds no process (the "leaf" rule), so the server needs a subtree of its own: the
+  cgroup it was started in (systemd ``Delegate=yes``) when it is alone there. The server
+  then moves itself into the leaf ``tsched-supervisor`` and enables ``memory`` and ``pids``
+  for the children; the run groups are the leaf's siblings. A server already started in such
+  a leaf (systemd ``DelegateSubgroup=tsched-supervisor``) uses its parent as it is.
+* **cgroup v1 / hybrid**: a run group in the v1 ``memory`` and ``pids`` hierarchies
+  (``memory.limit_in_bytes``, ``memory.oom_control``, ``pids.max``, ``pids.events``) and one
+  in the v2 tree, when mounted beside them, for ``cgroup.kill``.
+
+Written against the kernel's files directly: no maintained Python library manages
+per-process cgroups (systemd's D-Bus API creates units, not groups inside a delegated one).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -19,23 +36,38 @@ log = logging.getLogger(__name__)
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "tsched-"
+SUPERVISOR_LEAF = "tsched-supervisor"
+V2_CONTROLLERS = ("memory", "pids")
+RMDIR_TIMEOUT = 2.0
 
 
-def _own_paths() -> dict[str, str]:
-    """Controller name (or '' for the v2 tree) → this process's path within it."""
+def own_paths(text: str | None = None) -> dict[str, str]:
+    """Controller name (or '' for the v2 tree) → this process's path within it, from
+    ``/proc/self/cgroup`` (or ``text`` in that format)."""
+    if text is None:
+        try:
+            text = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return {}
     paths = {}
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return paths
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
         for name in (controllers.split(",") if controllers else [""]):
             paths[name] = path
     return paths
 
 
-def _usable(base: Path, control_file: str) -> bool:
+def _words(path: Path) -> set[str]:
+    try:
+        return set(path.read_text().split())
+    except OSError:
+        return set()
+
+
+def _usable_v1(base: Path, control_file: str) -> bool:
     """Can a child group be made below ``base``, and does it have ``control_file``?"""
     probe = base / f"{PREFIX}probe-{os.getpid()}"
     try:
@@ -53,11 +85,21 @@ def _usable(base: Path, control_file: str) -> bool:
 
 @dataclass(frozen=True)
 class CgroupSupport:
-    """Where per-run groups can be made on this machine (None: not available)."""
+    """Where run groups are made on this machine (None: not available).
+
+    In the v2 layout ``memory``, ``pids`` and ``unified`` are the same directory; in the
+    v1/hybrid layout ``memory`` and ``pids`` are v1 hierarchies and ``unified`` (if any)
+    is the v2 tree, used for ``cgroup.kill`` only.
+    """
 
     memory: Path | None = None
     pids: Path | None = None
     unified: Path | None = None
+    layout: str = "none"
+
+    @property
+    def v2(self) -> bool:
+        return self.memory is not None and self.memory == self.unified
 
     @property
     def layers(self) -> list[str]:
@@ -70,120 +112,185 @@ class CgroupSupport:
             names.append("cgroup-kill")
         return names
 
-
-def detect() -> CgroupSupport:
-    """Which hierarchies let this process make child groups (as root, or where a service
-    manager delegated them); a probe group is made and removed in each."""
-    own = _own_paths()
-    found: dict[str, Path | None] = {}
-    for key, control_file in (("memory", "memory.limit_in_bytes"), ("pids", "pids.max")):
-        base = ROOT / key / own.get(key, "/").lstrip("/")
-        found[key] = base if _usable(base, control_file) else None
-    unified_root = ROOT / "unified" if (ROOT / "unified").is_dir() else ROOT
-    base = unified_root / own.get("", "/").lstrip("/")
-    found["unified"] = base if _usable(base, "cgroup.kill") else None
-    return CgroupSupport(**found)
+    @property
+    def bases(self) -> list[Path]:
+        return list(dict.fromkeys(p for p in (self.unified, self.memory, self.pids) if p))
 
 
-class WorkerCgroups:
-    """A worker's own groups, which its jobs inherit when they fork.
+def _unified_root(root: Path) -> Path | None:
+    """The v2 tree: ``root`` itself on a v2-only machine, ``root/unified`` on a hybrid one."""
+    if (root / "cgroup.controllers").exists():
+        return root
+    if (root / "unified" / "cgroup.controllers").exists():
+        return root / "unified"
+    return None
 
-    Moving a process into a cgroup waits for an RCU grace period (measured here: 0.2 ms
-    typical, 10-20 ms on a busy machine), so the worker joins its groups once at start-up
-    and each job is simply born in them. Before each run :meth:`arm` sets the caps to the
-    run's limits on top of what the worker itself uses, and snapshots the event counters
-    that :meth:`oom_killed` and :meth:`pids_refused` compare against. A job marks itself
-    the OOM killer's first choice, so the worker is not the one to go.
-    """
 
-    def __init__(self, support: CgroupSupport, name: str):
+def claim_v2_subtree(own: Path, pid: int | None = None) -> Path | None:
+    """The v2 group below which run groups with memory and pids controllers can be made, or
+    None. ``own`` is this process's group; it is set up as the module docstring says when
+    this process is alone in it."""
+    pid = os.getpid() if pid is None else pid
+    parent = own.parent
+    if own.name == SUPERVISOR_LEAF and set(V2_CONTROLLERS) <= _words(parent / "cgroup.subtree_control"):
+        return parent
+    if not set(V2_CONTROLLERS) <= _words(own / "cgroup.controllers"):
+        log.info("cgroup v2: the controllers %s are not available in %s", V2_CONTROLLERS, own)
+        return None
+    members = _words(own / "cgroup.procs")
+    if members != {str(pid)}:
+        log.warning("cgroup v2: %s holds other processes besides the server (%d in all), so it "
+                    "cannot be the server's own subtree; start the server in a cgroup of its "
+                    "own (systemd: Delegate=yes) for memory and process caps", own, len(members))
+        return None
+    leaf = own / SUPERVISOR_LEAF
+    try:
+        leaf.mkdir(exist_ok=True)
+        (leaf / "cgroup.procs").write_text(str(pid))
+        (own / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in V2_CONTROLLERS))
+    except OSError as exc:
+        log.warning("cgroup v2: cannot set up the server's subtree in %s: %s", own, exc)
+        return None
+    return own
+
+
+def detect(root: Path = ROOT, proc_cgroup: str | None = None) -> CgroupSupport:
+    """Which layout this machine has and where this process may make run groups (as root,
+    or where a service manager delegated a subtree). On v1 a probe group is made and
+    removed in each hierarchy."""
+    own = own_paths(proc_cgroup)
+    unified_root = _unified_root(root)
+    unified = None
+    if unified_root is not None and "" in own:
+        candidate = unified_root / own[""].lstrip("/")
+        if (candidate / "cgroup.procs").exists() and os.access(candidate, os.W_OK):
+            unified = candidate
+    v1 = {name: root / name / own[name].lstrip("/") for name in ("memory", "pids")
+          if name in own and (root / name).is_dir()}
+    if unified_root == root:
+        base = claim_v2_subtree(unified) if unified is not None else None
+        if base is None:
+            return CgroupSupport(unified=unified, layout="v2")
+        return CgroupSupport(memory=base, pids=base, unified=base, layout="v2")
+    memory = v1["memory"] if "memory" in v1 and _usable_v1(v1["memory"], "memory.limit_in_bytes") else None
+    pids = v1["pids"] if "pids" in v1 and _usable_v1(v1["pids"], "pids.max") else None
+    if unified is not None and not _usable_v1(unified, "cgroup.kill"):
+        unified = None
+    layout = "hybrid" if unified_root is not None else ("v1" if v1 else "none")
+    return CgroupSupport(memory=memory, pids=pids, unified=unified, layout=layout)
+
+
+def _counter(path: Path, key: str) -> int:
+    """The value of ``key`` in a flat-keyed file such as ``memory.events``."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+class RunCgroup:
+    """One run's groups: created with the run's caps, joined by the run's first process
+    (:attr:`procs_files`), read for what the kernel refused, killed and removed at the end.
+    Creating raises OSError; nothing else here does."""
+
+    def __init__(self, support: CgroupSupport, name: str, *, memory_mb: int, max_processes: int):
+        self.support = support
         self.dirs: list[Path] = []
-        self.memory = self.pids = self.unified = None
-        for attr in ("memory", "pids", "unified"):
-            base = getattr(support, attr)
-            if base is None:
-                continue
-            path = base / name
-            try:
-                path.mkdir(exist_ok=True)
-                (path / "cgroup.procs").write_text("0")
-            except OSError as exc:
-                log.warning("cannot create or join cgroup %s: %s", path, exc)
-                continue
-            setattr(self, attr, path)
-            self.dirs.append(path)
-        if self.memory:
-            _write(self.memory / "memory.swappiness", "0", missing_ok=True)
-        self._oom_kills = self._pids_refused = 0
+        try:
+            for base in support.bases:
+                path = base / name
+                path.mkdir()
+                self.dirs.append(path)
+            self._limit(memory_mb, max_processes)
+        except OSError:
+            self.remove()
+            raise
 
-    def arm(self, *, memory_mb: int, max_processes: int) -> None:
-        """Set the caps for the next run (the worker's own usage comes on top)."""
-        if self.memory:
-            limit = str(_read_int(self.memory / "memory.usage_in_bytes") + memory_mb * 1048576)
-            _write(self.memory / "memory.memsw.limit_in_bytes", "-1", missing_ok=True)
-            _write(self.memory / "memory.limit_in_bytes", limit)
-            _write(self.memory / "memory.memsw.limit_in_bytes", limit, missing_ok=True)
-            self._oom_kills = self._counter(self.memory / "memory.oom_control", "oom_kill")
-        if self.pids:
-            # The worker itself and the job's namespace init are in the group too.
-            _write(self.pids / "pids.max", str(max_processes + 2))
-            self._pids_refused = self._counter(self.pids / "pids.events", "max")
+    def _dir(self, base: Path | None) -> Path | None:
+        return None if base is None else base / self.dirs[0].name
 
-    def oom_killed(self) -> bool:
-        """Whether the kernel OOM-killed a process of the group since :meth:`arm`."""
-        return bool(self.memory) and \
-            self._counter(self.memory / "memory.oom_control", "oom_kill") > self._oom_kills
+    @property
+    def memory(self) -> Path | None:
+        return self._dir(self.support.memory)
+
+    @property
+    def pids(self) -> Path | None:
+        return self._dir(self.support.pids)
+
+    @property
+    def unified(self) -> Path | None:
+        return self._dir(self.support.unified)
+
+    @property
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` files the run's first process writes ``0`` to."""
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def _limit(self, memory_mb: int, max_processes: int) -> None:
+        limit = str(memory_mb * 1048576)
+        if self.memory is not None and self.support.v2:
+            (self.memory / "memory.max").write_text(limit)
+            _write_optional(self.memory / "memory.swap.max", "0")
+        elif self.memory is not None:
+            _write_optional(self.memory / "memory.swappiness", "0")
+            (self.memory / "memory.limit_in_bytes").write_text(limit)
+            _write_optional(self.memory / "memory.memsw.limit_in_bytes", limit)
+        if self.pids is not None:
+            # The run's namespace init is a member too.
+            (self.pids / "pids.max").write_text(str(max_processes + 1))
+
+    def oom_kills(self) -> int:
+        """How many processes of the run the kernel killed for the memory cap."""
+        if self.memory is None:
+            return 0
+        events = "memory.events" if self.support.v2 else "memory.oom_control"
+        return _counter(self.memory / events, "oom_kill")
 
     def pids_refused(self) -> int:
-        """How many forks the pids cap refused since :meth:`arm`."""
-        if not self.pids:
-            return 0
-        return self._counter(self.pids / "pids.events", "max") - self._pids_refused
+        """How many forks of the run the process cap refused."""
+        return 0 if self.pids is None else _counter(self.pids / "pids.events", "max")
 
-    @staticmethod
-    def _counter(path: Path, key: str) -> int:
-        try:
-            text = path.read_text()
-        except OSError:
-            return 0
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name == key and value.strip().isdigit():
-                return int(value)
-        return 0
+    def members(self) -> list[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            found.update(_read_pids(d))
+        return sorted(found)
 
+    def kill(self) -> None:
+        """Kill every member at once (``cgroup.kill``), or one by one where there is none."""
+        if self.unified is not None:
+            _write_optional(self.unified / "cgroup.kill", "1")
+        for pid in self.members():
+            _kill(pid)
 
-def sweep(support: CgroupSupport, owner_pid: int) -> int:
-    """Kill and remove every group a worker with ``owner_pid`` created; return how many."""
-    removed = 0
-    prefix = f"{PREFIX}{owner_pid}-"
-    for base in (support.unified, support.memory, support.pids):
-        if base is None:
-            continue
-        for path in base.glob(prefix + "*"):
-            if base is support.unified:
-                _write(path / "cgroup.kill", "1", missing_ok=True)
-            for pid in _read_pids(path):
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            end = time.monotonic() + 2
-            while time.monotonic() < end:
-                try:
-                    path.rmdir()
-                    removed += 1
-                    break
-                except OSError:
-                    time.sleep(0.01)
-    return removed
+    def remove(self) -> bool:
+        """Remove the groups once their members are gone; False if one would not go."""
+        ok = True
+        for path in reversed(self.dirs):
+            ok = _rmdir(path) and ok
+        return ok
 
 
-def _read_int(path: Path) -> int:
+def _write_optional(path: Path, value: str) -> None:
+    """Write a control file that older kernels or other configurations may lack."""
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return 0
+        path.write_text(value)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot write %s to %s: %s", value, path, exc)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
 
 
 def _read_pids(path: Path) -> list[int]:
@@ -193,24 +300,46 @@ def _read_pids(path: Path) -> list[int]:
         return []
 
 
-def _write(path: Path, value: str, *, missing_ok: bool = False) -> None:
-    try:
-        path.write_text(value)
-    except FileNotFoundError:
-        if not missing_ok:
-            log.warning("cgroup file %s is missing", path)
-    except OSError as exc:
-        log.warning("cannot write %s to %s: %s", value, path, exc)
+def _rmdir(path: Path) -> bool:
+    """Remove a group, waiting briefly for its last members to be reaped."""
+    end = time.monotonic() + RMDIR_TIMEOUT
+    while True:
+        try:
+            path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if time.monotonic() >= end:
+                log.warning("cannot remove cgroup %s: %s", path, exc)
+                return False
+            time.sleep(0.01)
+
+
+def sweep(support: CgroupSupport, owner_pid: int) -> int:
+    """Kill and remove every group a worker with ``owner_pid`` created; return how many."""
+    removed = 0
+    prefix = f"{PREFIX}{owner_pid}-"
+    for base in support.bases:
+        for path in base.glob(prefix + "*"):
+            if base == support.unified:
+                _write_optional(path / "cgroup.kill", "1")
+            for pid in _read_pids(path):
+                _kill(pid)
+            removed += _rmdir(path)
+    return removed
 
 
 def sweep_stale(support: CgroupSupport) -> int:
     """Sweep the groups of every worker that no longer exists (a crashed server's)."""
     owners: set[int] = set()
-    for base in (support.unified, support.memory, support.pids):
-        if base is None:
-            continue
-        for path in base.glob(PREFIX + "*-worker"):
+    for base in support.bases:
+        for path in base.glob(PREFIX + "*"):
             owner = path.name[len(PREFIX):].split("-", 1)[0]
             if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
                 owners.add(int(owner))
     return sum(sweep(support, owner) for owner in owners)
+
+
+def run_group_name(worker_pid: int, run_id: int) -> str:
+    return f"{PREFIX}{worker_pid}-run-{run_id}"

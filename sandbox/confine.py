@@ -6,13 +6,15 @@ system files are secrets (not world-readable), and holds the prebuilt seccomp fi
 For each run it makes a :class:`Confinement`, whose ``preexec`` runs in the job's child
 between fork and exec, in this order:
 
-1. the CPU rlimit, and make the job the OOM killer's first choice (it is born in the
-   worker's cgroups, whose caps the worker set for this run, so a balloon must not take the
-   worker down instead);
+1. join the run's own cgroups (made by the worker with the run's caps), so the job and
+   everything it starts are born in them; the CPU and file-size rlimits; make the job the
+   OOM killer's first choice;
 2. new mount, IPC and (with ``network: false``) network namespaces; a fresh ``/proc`` for
    the run's own PID namespace (the worker puts each job in a new one), a private
-   ``/dev/shm``; the data directory and secret system files hidden; the policy file and the
-   server's code made read-only;
+   ``/dev/shm`` and a size-capped temporary directory; the data directory, ``.git`` and
+   secret system files hidden; the server's whole installation (its code root, with the
+   policy file and its Python environment) made read-only, except the shipped
+   ``workspace/`` where the policy allows it;
 3. change to the working directory;
 4. empty the capability bounding set, set no_new_privs;
 5. Landlock: system directories read-only, the allowed directories and the run's private
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import kernel, landlock
-from .cgroups import PREFIX, WorkerCgroups
+from .cgroups import RunCgroup, run_group_name
 from .isolation import Isolation
 from .launch import LaunchPlan
 from .seccomp import Filter
@@ -96,32 +98,37 @@ class Confiner:
                              dict.fromkeys((*SYSTEM_READ_ONLY, *map(os.path.realpath, interpreter)))
                              if os.path.isdir(p)]
         self.static_rules += [(p, device_rights, False) for p in DEVICES if os.path.exists(p)]
-        self.cgroups: WorkerCgroups | None = None
-        if isolation.cgroups.layers:
-            self.cgroups = WorkerCgroups(isolation.cgroups, f"{PREFIX}{os.getpid()}-worker")
 
     @property
     def uses_preexec(self) -> bool:
         iso = self.isolation
         return bool(iso.namespaces or iso.landlock_abi or iso.seccomp or iso.cgroups.layers)
 
-    def prepare(self, plan: LaunchPlan, allowed: tuple[Path, ...], network: bool) -> "Confinement":
-        if self.cgroups is not None:
-            self.cgroups.arm(memory_mb=plan.limits.memory_mb,
-                             max_processes=plan.limits.max_processes)
-        return Confinement(self, plan, allowed, network)
+    def prepare(self, run_id: int, plan: LaunchPlan, allowed: tuple[Path, ...],
+                network: bool) -> "Confinement":
+        """The run's confinement, with its cgroups made; raises OSError if they cannot be."""
+        cgroup = None
+        if self.isolation.cgroups.bases:
+            cgroup = RunCgroup(self.isolation.cgroups, run_group_name(os.getpid(), run_id),
+                               memory_mb=plan.limits.memory_mb,
+                               max_processes=plan.limits.max_processes)
+        return Confinement(self, plan, allowed, network, cgroup)
 
 
 class Confinement:
     """One run's confinement; ``spawn`` wraps the fork so the job gets its own PID namespace."""
 
     def __init__(self, confiner: Confiner, plan: LaunchPlan, allowed: tuple[Path, ...],
-                 network: bool):
+                 network: bool, cgroup: RunCgroup | None = None):
         self.confiner = confiner
         self.plan = plan
         self.network = network
-        self.cgroups = confiner.cgroups
+        self.cgroups = cgroup
         self.read_write = tuple(str(p) for p in allowed) + (str(plan.tmpdir), "/dev/shm")
+        self.report_file = str(plan.report_path) if plan.report_path else None
+        workspace = confiner.protected.workspace
+        self.writable_in_installation = tuple(
+            str(p) for p in allowed if workspace and _inside(str(p), workspace))
         self.error_r, self.error_w = os.pipe()
 
     def spawn(self, popen: Callable[..., object], **kwargs):
@@ -155,8 +162,16 @@ class Confinement:
             return os.waitstatus_to_exitcode(int(text[len(STATUS_PREFIX):]))
         return fallback
 
+    def end(self) -> None:
+        """Kill whatever is left in the run's cgroups (``cgroup.kill``)."""
+        if self.cgroups is not None:
+            self.cgroups.kill()
+
     def close(self) -> None:
         os.close(self.error_r)
+        if self.cgroups is not None:
+            self.cgroups.kill()
+            self.cgroups.remove()
 
     # -- in the child, between fork and exec ---------------------------------------------
 
@@ -170,10 +185,14 @@ class Confinement:
 
     def _confine(self) -> None:
         iso = self.confiner.isolation
-        cpu = int(self.plan.limits.cpu_seconds)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         if self.cgroups is not None:
-            _write_oom_score_adj(1000)
+            for procs_file in self.cgroups.procs_files:
+                _write_file(procs_file, "0")
+            _write_file("/proc/self/oom_score_adj", "1000")
+        limits = self.plan.limits
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+        file_size = limits.file_size_mb * 1048576
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         if iso.namespaces:
             self._namespaces()
             self._become_init()
@@ -199,14 +218,16 @@ class Confinement:
         if os.path.isdir("/dev/shm"):
             kernel.mount("tmpfs", "/dev/shm", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
                          "size=64m,mode=1777")
+        # Its pages count against the run's memory cap too, like /dev/shm's.
+        kernel.mount("tmpfs", str(self.plan.tmpdir), "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                     f"size={self.plan.limits.tmp_mb}m,mode=1777")
         protected = self.confiner.protected
         for path in (*self.confiner.secrets, *protected.hidden):
             _hide(path)
         for path in protected.readonly:
-            if os.path.exists(path):
-                kernel.mount(path, path, None, kernel.MS_BIND | kernel.MS_REC)
-                kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND
-                             | kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV)
+            _bind(path, read_only=True)
+        for path in self.writable_in_installation:
+            _bind(path, read_only=False)
 
     def _become_init(self) -> None:
         """Fork: the child goes on to become the job; this process stays as the PID
@@ -239,6 +260,11 @@ class Confinement:
             ruleset.allow(path, rights, is_dir=is_dir)
         for path in self.read_write:
             ruleset.allow(path, ruleset.fs)
+        if self.report_file:
+            # The job writes pytest's report, created by the worker beside (not inside) its
+            # temporary directory, which the worker cannot see into.
+            ruleset.allow(self.report_file, landlock.READ_FILE | landlock.WRITE_FILE
+                          | landlock.TRUNCATE, is_dir=False)
         ruleset.restrict_self()
 
 
@@ -256,9 +282,22 @@ def _hide(path: str) -> None:
         kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | ro)
 
 
-def _write_oom_score_adj(value: int) -> None:
-    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+def _bind(path: str, *, read_only: bool) -> None:
+    """Bind ``path`` onto itself (with what is mounted below it), read-only or writable."""
+    if not os.path.exists(path):
+        return
+    kernel.mount(path, path, None, kernel.MS_BIND | kernel.MS_REC)
+    flags = kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_NOSUID | kernel.MS_NODEV
+    kernel.mount(None, path, None, flags | (kernel.MS_RDONLY if read_only else 0))
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _write_file(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, str(value).encode())
+        os.write(fd, value.encode())
     finally:
         os.close(fd)

@@ -61,7 +61,8 @@ class Isolation:
         return IsolationLevel.FULL
 
     def to_dict(self) -> dict:
-        return {"level": self.level.value, "layers": self.layers}
+        return {"level": self.level.value, "layers": self.layers,
+                "cgroup_layout": self.cgroups.layout}
 
 
 def _namespaces_work() -> bool:

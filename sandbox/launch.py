@@ -41,8 +41,11 @@ def python_argv(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-E", "-s", *args)
 
 
-def plan_run(request: RunRequest, tmpdir: Path, source_env: dict[str, str] | None = None) -> LaunchPlan:
-    """Resolve and check ``request`` under its policy; raise PolicyViolation if it may not run."""
+def plan_run(request: RunRequest, tmpdir: Path, source_env: dict[str, str] | None = None,
+             report_dir: Path | None = None) -> LaunchPlan:
+    """Resolve and check ``request`` under its policy; raise PolicyViolation if it may not run.
+    ``tmpdir`` becomes the job's ``TMPDIR``; pytest's report goes to ``report_dir`` (default
+    ``tmpdir``)."""
     policy = request.policy
     policy.check_task_type(request.task_type)
     if request.timeout is not None:
@@ -72,7 +75,7 @@ def plan_run(request: RunRequest, tmpdir: Path, source_env: dict[str, str] | Non
                 raise CommandNotAllowed("command is empty", field="command")
     elif kind is TaskType.TEST:
         target = policy.resolve_file(request.file_path, cwd) if request.file_path else cwd
-        report_path = tmpdir / REPORT_NAME
+        report_path = (report_dir or tmpdir) / REPORT_NAME
         argv = python_argv("-m", "pytest", "-q", "-p", "no:cacheprovider",
                            f"--junitxml={report_path}", str(target))
     elif kind is TaskType.SCRIPT:

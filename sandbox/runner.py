@@ -3,11 +3,13 @@
 Called inside a worker process, which is single-threaded (so ``preexec_fn`` is safe) and a
 child subreaper (so every process the job starts stays its descendant). The job gets its
 own session and process group, a fresh environment, rlimits, and a parent-death signal.
-While it runs, the watch loop reads its output, enforces the wall-clock timeout, the output
-cap and the memory and process caps summed over the whole process tree (sampled every
-``SAMPLE_INTERVAL``), and listens to the control connection: a cancel request or the
-server going away stops the job. When the main process ends, whatever it left behind is
-killed: nothing survives a run.
+While it runs, the watch loop reads its output, enforces the wall-clock timeout and the
+output cap, and listens to the control connection: a cancel request or the server going away
+stops the job. Memory and process caps are the kernel's where the run has cgroups (a run is
+``killed`` for memory when the cgroup's OOM counter moved, whichever of its processes was
+killed and whatever the exit code); without them the watch loop samples the whole process
+tree every ``SAMPLE_INTERVAL`` and says so in the reason ("sampled"). When the main process
+ends, whatever it left behind is killed: nothing survives a run.
 """
 
 from __future__ import annotations
@@ -65,27 +67,42 @@ class _Stop:
 
 def execute(request: RunRequest, control: Connection | None = None,
             confiner: Confiner | None = None) -> RunResult:
-    """Run ``request`` to completion and return its result; never raises for job failures."""
-    tmpdir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
+    """Run ``request`` to completion and return its result; never raises for job failures.
+
+    The run's private directory holds its temporary directory (``TMPDIR``, a size-capped
+    tmpfs inside the run's mount namespace) and, beside it, pytest's report.
+    """
+    rundir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
     try:
+        tmpdir = rundir / "tmp"
+        tmpdir.mkdir(mode=0o1777)
+        os.chmod(tmpdir, 0o1777)
         try:
-            plan = plan_run(request, tmpdir)
+            plan = plan_run(request, tmpdir, report_dir=rundir)
             if confiner is not None:
                 _check_confinable(request, plan, confiner)
         except PolicyViolation as exc:
             return RunResult(run_id=request.run_id, status=RunStatus.REJECTED,
                              reason=f"{exc.code}: {exc.message}", finished_at=time.time())
+        if plan.report_path is not None:
+            os.close(os.open(plan.report_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         confinement = None
         if confiner is not None and confiner.uses_preexec:
-            confinement = confiner.prepare(plan, request.policy.allowed_directories,
-                                           request.policy.network)
+            try:
+                confinement = confiner.prepare(request.run_id, plan,
+                                               request.policy.allowed_directories,
+                                               request.policy.network)
+            except OSError as exc:
+                return RunResult(run_id=request.run_id, status=RunStatus.ERROR,
+                                 reason=f"could not make the run's cgroups: {exc}",
+                                 finished_at=time.time())
         try:
             return _Job(request.run_id, plan, control, confinement).run()
         finally:
             if confinement is not None:
                 confinement.close()
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner) -> None:
@@ -101,6 +118,13 @@ def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner)
         if os.path.commonpath([hidden, str(plan.cwd)]) == hidden:
             raise PathNotAllowed("the working directory lies in the server's data directory, "
                                  "which runs may not use", field="working_dir")
+    if not confiner.isolation.namespaces:
+        for allowed in request.policy.allowed_directories:
+            if confiner.protected.unprotectable(allowed):
+                raise IsolationUnavailable(
+                    f"the allowed directory {allowed} holds part of the server's installation, "
+                    "which this machine cannot make read-only to runs (no mount namespaces); "
+                    "allow a workspace outside it, such as workspace/", field="isolation")
 
 
 def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
@@ -111,10 +135,22 @@ def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
     few microseconds in between, far below any CPU limit's resolution.
     """
     cpu = int(plan.limits.cpu_seconds)
+    file_size = plan.limits.file_size_mb * 1048576
     try:
         resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (file_size, file_size))
     except ProcessLookupError:
         pass
+
+
+def memory_reason(memory_mb: int, kills: int) -> str:
+    """The reason of a run the kernel's memory cap hit (``kills`` processes OOM-killed)."""
+    return (f"memory: killed by the kernel's memory cap of {memory_mb} MB "
+            f"({kills} process{'es' if kills != 1 else ''} killed)")
+
+
+def processes_reason(max_processes: int) -> str:
+    return f"processes: the kernel refused a fork beyond {max_processes} processes"
 
 
 class _Job:
@@ -219,17 +255,19 @@ class _Job:
 
     def _sample(self, proc: subprocess.Popen) -> None:
         limits = self.plan.limits
-        if self.cgroups is not None and self.cgroups.pids_refused():
-            self.stop = _Stop(RunStatus.KILLED,
-                              f"processes: tried to run more than {limits.max_processes} processes")
+        cgroups = self.cgroups
+        if cgroups is not None and cgroups.pids_refused():
+            self.stop = _Stop(RunStatus.KILLED, processes_reason(limits.max_processes))
             return
+        if cgroups is not None and cgroups.memory is not None and cgroups.pids is not None:
+            return  # the kernel enforces both caps exactly; sampling could only misjudge
         tree = procs.descendants()
         if self.confinement is not None:
             # The namespace init is ours, not the job's: a copy-on-write image of this worker.
             tree = [p for p in tree if p.pid != proc.pid]
         if len(tree) > limits.max_processes:
             self.stop = _Stop(RunStatus.KILLED,
-                              f"processes: more than {limits.max_processes} processes")
+                              f"processes: more than {limits.max_processes} processes (sampled)")
             return
         rss = 0
         for p in tree:
@@ -238,8 +276,8 @@ class _Job:
             except psutil.Error:
                 continue
         if rss > limits.memory_mb * 1024 * 1024:
-            self.stop = _Stop(RunStatus.KILLED,
-                              f"memory: used more than {limits.memory_mb} MB ({rss // 1048576} MB)")
+            self.stop = _Stop(RunStatus.KILLED, f"memory: used more than {limits.memory_mb} MB, "
+                                                f"{rss // 1048576} MB (sampled)")
 
     def _finish(self, proc: subprocess.Popen) -> None:
         """Stop the job's whole tree (politely first if it is still running), then drain."""
@@ -250,6 +288,8 @@ class _Job:
             except subprocess.TimeoutExpired:
                 pass
         procs.signal_group(proc.pid, signal.SIGKILL)
+        if self.confinement is not None:
+            self.confinement.end()
         proc.wait()
         if procs.has_children():
             procs.kill_descendants()
@@ -272,18 +312,24 @@ class _Job:
         code = proc.returncode
         if self.confinement is not None:
             code = self.confinement.job_returncode(code)
-        if self.stop is not None:
+        limits = self.plan.limits
+        oom_kills = self.cgroups.oom_kills() if self.cgroups is not None else 0
+        if self.stop is not None and self.stop.status is RunStatus.INTERRUPTED:
+            status, reason = self.stop.status, self.stop.reason
+        elif oom_kills:
+            status, reason = RunStatus.KILLED, memory_reason(limits.memory_mb, oom_kills)
+        elif self.stop is not None:
             status, reason = self.stop.status, self.stop.reason
         elif code == 0:
             status, reason = RunStatus.SUCCEEDED, None
+        elif code == -signal.SIGXCPU:
+            status = RunStatus.KILLED
+            reason = f"cpu: used more than {limits.cpu_seconds} s of CPU time"
+        elif code == -signal.SIGXFSZ:
+            status = RunStatus.KILLED
+            reason = f"file size: wrote a file larger than {limits.file_size_mb} MB"
         else:
             status, reason = RunStatus.FAILED, procs.describe_exit(code)
-            if self.cgroups is not None and self.cgroups.oom_killed():
-                status = RunStatus.KILLED
-                reason = f"memory: used more than {self.plan.limits.memory_mb} MB"
-            elif code == -signal.SIGXCPU:
-                status = RunStatus.KILLED
-                reason = f"cpu: used more than {self.plan.limits.cpu_seconds} s of CPU time"
         tests = read_junit_counts(self.plan.report_path) if self.plan.report_path else None
         return RunResult(
             run_id=self.run_id, status=status, reason=reason, exit_code=code,

@@ -89,28 +89,47 @@ class RunResult:
     pid: int | None = None
 
 
-_SERVER_PACKAGES = ("api", "scheduler", "sandbox", "policies")
+#: The directory of the installation that a policy may open to runs: the shipped policy's
+#: workspace. Everything else in the code root stays read-only whatever the policy says.
+WORKSPACE = "workspace"
 
 
 @dataclass(frozen=True)
 class ProtectedPaths:
     """The server's own ground, carved out of every run's view of the allowed directories.
 
-    ``hidden`` paths (the data directory: the store, other tasks' output) are neither
-    readable nor writable by a run; ``readonly`` ones (the policy file, the server's code
-    and its Python environment) are readable but cannot be changed, even where they lie
-    inside an allowed directory.
+    ``hidden`` paths (the data directory: the store, other tasks' output; the repository's
+    ``.git``) are neither readable nor writable by a run; ``readonly`` ones (the whole code
+    root -- packages, tests, Makefile, CI scripts, the virtual environment -- the policy file
+    and the Python installation) are readable but cannot be changed, even where they lie
+    inside an allowed directory: code planted there would later run unconfined, as whoever
+    runs ``make``, ``git`` or the tests. Only ``workspace``, where a policy allows it, is
+    writable inside the code root.
     """
 
     hidden: tuple[str, ...] = ()
     readonly: tuple[str, ...] = ()
+    workspace: str | None = None
+    code_root: str | None = None
 
     @classmethod
     def for_server(cls, *, data_dir: str | os.PathLike, policy_file: str | os.PathLike) -> "ProtectedPaths":
-        code_root = Path(__file__).resolve().parent.parent
-        readonly = [os.path.realpath(policy_file), sys.prefix, sys.base_prefix]
-        readonly += [str(code_root / name) for name in _SERVER_PACKAGES]
+        code_root = os.path.realpath(Path(__file__).resolve().parent.parent)
+        readonly = [code_root, os.path.realpath(policy_file), sys.prefix, sys.base_prefix]
         data = Path(data_dir)
         data.mkdir(parents=True, exist_ok=True)
-        return cls(hidden=(os.path.realpath(data),),
-                   readonly=tuple(dict.fromkeys(os.path.realpath(p) for p in readonly)))
+        hidden = [os.path.realpath(data), os.path.join(code_root, ".git")]
+        return cls(hidden=tuple(dict.fromkeys(hidden)),
+                   readonly=tuple(dict.fromkeys(os.path.realpath(p) for p in readonly)),
+                   workspace=os.path.join(code_root, WORKSPACE), code_root=code_root)
+
+    def unprotectable(self, allowed: Path) -> bool:
+        """Whether runs allowed to write ``allowed`` could change the installation unless a
+        mount namespace makes it read-only: the directory holds part of the code root."""
+        if self.code_root is None:
+            return False
+        path, root = str(allowed), self.code_root
+        if os.path.commonpath([path, root]) == path:
+            return True
+        return os.path.commonpath([path, root]) == root and not (
+            self.workspace and os.path.commonpath([path, self.workspace]) == self.workspace)

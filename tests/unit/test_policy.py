@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import dataclasses
 import pathlib
 
 import pytest
@@ -39,13 +40,15 @@ def file_error(tmp_path: pathlib.Path, **keys) -> PolicyFileError:
 
 def test_shipped_policy_is_exactly_the_defaults():
     policy = load_policy(SHIPPED, base_dir=REPO)
-    assert policy == default_policy(base_dir=REPO)
+    workspace = pathlib.Path(os.path.realpath(REPO)) / "workspace"
+    assert policy == dataclasses.replace(default_policy(base_dir=REPO),
+                                         allowed_directories=(workspace,))
     assert policy.source == SHIPPED
     assert policy.version == 1
-    assert policy.allowed_directories == (pathlib.Path(os.path.realpath(REPO)),)
+    assert policy.allowed_directories == (workspace,)
     assert policy.task_types == frozenset(TaskType)
     assert policy.commands == CommandRules(shell=True, allow=(), deny=())
-    assert policy.limits == Limits(300, 512, 300, 64, 1024)
+    assert policy.limits == Limits(300, 512, 300, 64, 1024, 1024, 256)
     assert policy.rate_limits == RateLimits(600, 120, 1, 1000)
     assert policy.network is True
     assert policy.environment.passthrough == ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
