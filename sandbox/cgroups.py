@@ -277,13 +277,21 @@ class RunCgroup:
 
 
 def _write_optional(path: Path, value: str) -> None:
-    """Write a control file that older kernels or other configurations may lack."""
+    """Write a control file that older kernels or other configurations may lack (never
+    creating it)."""
     try:
-        path.write_text(value)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        pass
+        return
+    except OSError as exc:
+        log.warning("cannot open %s: %s", path, exc)
+        return
+    try:
+        os.write(fd, value.encode())
     except OSError as exc:
         log.warning("cannot write %s to %s: %s", value, path, exc)
+    finally:
+        os.close(fd)
 
 
 def _kill(pid: int) -> None:
