@@ -15,7 +15,8 @@ Two layouts give the ``resources`` level (see SECURITY.md):
   cgroup it was started in (systemd ``Delegate=yes``) when it is alone there. The server
   then moves itself into the leaf ``tsched-supervisor`` and enables ``memory`` and ``pids``
   for the children; the run groups are the leaf's siblings. A server already started in such
-  a leaf (systemd ``DelegateSubgroup=tsched-supervisor``) uses its parent as it is.
+  a leaf (systemd ``DelegateSubgroup=tsched-supervisor``) uses its parent, enabling the
+  controllers there if they are not yet. docs/task-scheduler.service is a unit file.
 * **cgroup v1 / hybrid**: a run group in the v1 ``memory`` and ``pids`` hierarchies
   (``memory.limit_in_bytes``, ``memory.oom_control``, ``pids.max``, ``pids.events``) and one
   in the v2 tree, when mounted beside them, for ``cgroup.kill``.
@@ -131,9 +132,13 @@ def claim_v2_subtree(own: Path, pid: int | None = None) -> Path | None:
     None. ``own`` is this process's group; it is set up as the module docstring says when
     this process is alone in it."""
     pid = os.getpid() if pid is None else pid
-    parent = own.parent
-    if own.name == SUPERVISOR_LEAF and set(V2_CONTROLLERS) <= _words(parent / "cgroup.subtree_control"):
-        return parent
+    needed = set(V2_CONTROLLERS)
+    if own.name == SUPERVISOR_LEAF:
+        parent = own.parent
+        if needed <= _words(parent / "cgroup.subtree_control"):
+            return parent
+        if needed <= _words(parent / "cgroup.controllers") and not _words(parent / "cgroup.procs"):
+            return _enable_controllers(parent)
     if not set(V2_CONTROLLERS) <= _words(own / "cgroup.controllers"):
         log.info("cgroup v2: the controllers %s are not available in %s", V2_CONTROLLERS, own)
         return None
@@ -147,11 +152,20 @@ def claim_v2_subtree(own: Path, pid: int | None = None) -> Path | None:
     try:
         leaf.mkdir(exist_ok=True)
         (leaf / "cgroup.procs").write_text(str(pid))
-        (own / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in V2_CONTROLLERS))
     except OSError as exc:
-        log.warning("cgroup v2: cannot set up the server's subtree in %s: %s", own, exc)
+        log.warning("cgroup v2: cannot move the server into %s: %s", leaf, exc)
         return None
-    return own
+    return _enable_controllers(own)
+
+
+def _enable_controllers(subtree: Path) -> Path | None:
+    try:
+        (subtree / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in V2_CONTROLLERS))
+    except OSError as exc:
+        log.warning("cgroup v2: cannot enable %s for the children of %s: %s",
+                    V2_CONTROLLERS, subtree, exc)
+        return None
+    return subtree
 
 
 def detect(root: Path = ROOT, proc_cgroup: str | None = None) -> CgroupSupport:

@@ -66,6 +66,15 @@ def test_v2_server_started_in_the_leaf_uses_the_prepared_subtree(tmp_path):
     assert (own / "cgroup.subtree_control").read_text() == "memory pids"
 
 
+def test_v2_server_started_in_the_leaf_enables_the_controllers_of_its_subtree(tmp_path):
+    own = v2_machine(tmp_path, procs="")
+    lay_out(own / cgroups.SUPERVISOR_LEAF, cgroup__procs=f"{os.getpid()}\n")
+    support = cgroups.detect(root=tmp_path,
+                             proc_cgroup=f"0::{SERVICE}/{cgroups.SUPERVISOR_LEAF}\n")
+    assert support.v2 and support.memory == own
+    assert (own / "cgroup.subtree_control").read_text() == "+memory +pids"
+
+
 def test_v2_without_the_controllers_gives_only_the_kill(tmp_path):
     lay_out(tmp_path, cgroup__controllers="cpu io")
     own = lay_out(tmp_path / "svc", cgroup__controllers="cpu", cgroup__procs=str(os.getpid()))
