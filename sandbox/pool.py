@@ -27,7 +27,7 @@ import psutil
 
 from . import cgroups, procs
 from .errors import PoolClosed
-from .types import ProtectedPaths, RunRequest, RunResult, RunStatus
+from .types import Outcome, ProtectedPaths, RunRequest, RunResult
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class WorkerPool:
             dropped = list(self._queue)
             self._queue.clear()
         for request in dropped:
-            self._report(RunResult(run_id=request.run_id, status=RunStatus.INTERRUPTED,
+            self._report(RunResult(run_id=request.run_id, status=Outcome.INTERRUPTED,
                                    reason="the server stopped before the run started",
                                    finished_at=time.time()))
         self._wake()
@@ -224,7 +224,7 @@ class WorkerPool:
             else:
                 self._slots[index] = self._spawn()
         if lost is not None:
-            self._report(RunResult(run_id=lost.run_id, status=RunStatus.ERROR,
+            self._report(RunResult(run_id=lost.run_id, status=Outcome.ERROR,
                                    reason=f"the worker running it (pid {slot.process.pid}) died: {reason}",
                                    finished_at=time.time()))
 

@@ -35,7 +35,7 @@ from .capture import OutputCapture
 from .confine import Confinement, Confiner
 from .launch import LaunchPlan, plan_run
 from .report import read_junit_counts
-from .types import RunRequest, RunResult, RunStatus
+from .types import Outcome, RunRequest, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _pidfd(pid: int) -> int | None:
 
 @dataclass
 class _Stop:
-    status: RunStatus
+    status: Outcome
     reason: str
 
 
@@ -73,7 +73,7 @@ def execute(request: RunRequest, control: Connection | None = None,
             if confiner is not None:
                 _check_confinable(request, plan, confiner)
         except PolicyViolation as exc:
-            return RunResult(run_id=request.run_id, status=RunStatus.REJECTED,
+            return RunResult(run_id=request.run_id, status=Outcome.REJECTED,
                              reason=f"{exc.code}: {exc.message}", finished_at=time.time())
         confinement = None
         if confiner is not None and confiner.uses_preexec:
@@ -145,7 +145,7 @@ class _Job:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if self.confinement is not None:
                 reason = self.confinement.failure() or reason
-            return RunResult(run_id=self.run_id, status=RunStatus.ERROR,
+            return RunResult(run_id=self.run_id, status=Outcome.ERROR,
                              reason=f"could not start the job: {reason}",
                              finished_at=time.time())
         started_at = time.time()
@@ -175,7 +175,7 @@ class _Job:
             while self.stop is None and proc.poll() is None:
                 now = time.monotonic()
                 if now >= deadline:
-                    self.stop = _Stop(RunStatus.TIMED_OUT,
+                    self.stop = _Stop(Outcome.TIMED_OUT,
                                       f"timeout: ran longer than {self.plan.limits.timeout_seconds:g} s")
                     break
                 if now >= next_sample:
@@ -205,22 +205,22 @@ class _Job:
             return
         key.data.feed(data)
         if self.out.total + self.err.total > self.output_limit and self.stop is None:
-            self.stop = _Stop(RunStatus.KILLED,
+            self.stop = _Stop(Outcome.KILLED,
                               f"output: wrote more than {self.plan.limits.max_output_kb} KB")
 
     def _on_control(self) -> None:
         try:
             message = self.control.recv()
         except (EOFError, OSError):
-            self.stop = _Stop(RunStatus.INTERRUPTED, "the server went away while the run was running")
+            self.stop = _Stop(Outcome.INTERRUPTED, "the server went away while the run was running")
             return
         if message and message[0] == "cancel":
-            self.stop = _Stop(RunStatus.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
+            self.stop = _Stop(Outcome.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
 
     def _sample(self, proc: subprocess.Popen) -> None:
         limits = self.plan.limits
         if self.cgroups is not None and self.cgroups.pids_refused():
-            self.stop = _Stop(RunStatus.KILLED,
+            self.stop = _Stop(Outcome.KILLED,
                               f"processes: tried to run more than {limits.max_processes} processes")
             return
         tree = procs.descendants()
@@ -228,7 +228,7 @@ class _Job:
             # The namespace init is ours, not the job's: a copy-on-write image of this worker.
             tree = [p for p in tree if p.pid != proc.pid]
         if len(tree) > limits.max_processes:
-            self.stop = _Stop(RunStatus.KILLED,
+            self.stop = _Stop(Outcome.KILLED,
                               f"processes: more than {limits.max_processes} processes")
             return
         rss = 0
@@ -238,12 +238,12 @@ class _Job:
             except psutil.Error:
                 continue
         if rss > limits.memory_mb * 1024 * 1024:
-            self.stop = _Stop(RunStatus.KILLED,
+            self.stop = _Stop(Outcome.KILLED,
                               f"memory: used more than {limits.memory_mb} MB ({rss // 1048576} MB)")
 
     def _finish(self, proc: subprocess.Popen) -> None:
         """Stop the job's whole tree (politely first if it is still running), then drain."""
-        if proc.poll() is None and self.stop is not None and self.stop.status is not RunStatus.KILLED:
+        if proc.poll() is None and self.stop is not None and self.stop.status is not Outcome.KILLED:
             procs.signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(TERM_GRACE)
@@ -275,14 +275,14 @@ class _Job:
         if self.stop is not None:
             status, reason = self.stop.status, self.stop.reason
         elif code == 0:
-            status, reason = RunStatus.SUCCEEDED, None
+            status, reason = Outcome.SUCCEEDED, None
         else:
-            status, reason = RunStatus.FAILED, procs.describe_exit(code)
+            status, reason = Outcome.FAILED, procs.describe_exit(code)
             if self.cgroups is not None and self.cgroups.oom_killed():
-                status = RunStatus.KILLED
+                status = Outcome.KILLED
                 reason = f"memory: used more than {self.plan.limits.memory_mb} MB"
             elif code == -signal.SIGXCPU:
-                status = RunStatus.KILLED
+                status = Outcome.KILLED
                 reason = f"cpu: used more than {self.plan.limits.cpu_seconds} s of CPU time"
         tests = read_junit_counts(self.plan.report_path) if self.plan.report_path else None
         return RunResult(

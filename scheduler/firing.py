@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass
 
 from sandbox.errors import PoolClosed
-from sandbox.types import RunRequest, RunResult, RunStatus
+from sandbox.types import Outcome, RunRequest, RunResult
 
 from .errors import RateLimited
-from .models import Overlap, Task, Trigger
+from .models import Overlap, RunStatus, Task, Trigger
 from .ratelimit import SlidingWindow, retry_after_header
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class FiringMixin:
         try:
             self.executor.submit(request)
         except PoolClosed:
-            self._on_result(RunResult(run_id=request.run_id, status=RunStatus.INTERRUPTED,
+            self._on_result(RunResult(run_id=request.run_id, status=Outcome.INTERRUPTED,
                                       reason="the server was shutting down", finished_at=self.clock()))
 
     # -- manual runs --------------------------------------------------------------------
@@ -164,6 +164,7 @@ class FiringMixin:
         self.store.prune_task(info.task_id, self.config.history_per_task)
         if prune_output:
             self.store.prune_output(self.config.history_max_bytes)
-        if result.status in (RunStatus.ERROR, RunStatus.REJECTED):
+        status = RunStatus.of(result.status)
+        if status in (RunStatus.ERROR, RunStatus.REJECTED):
             log.warning("run %d of task %r: %s: %s", result.run_id, info.task_id,
-                        result.status.value, result.reason)
+                        status.value, result.reason)

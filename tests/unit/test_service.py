@@ -22,13 +22,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.views import task_state
 from policies import PathNotAllowed, TaskType, default_policy
-from sandbox.types import RunRequest, RunResult, RunStatus
+from sandbox.types import Outcome, RunRequest, RunResult
 from scheduler.errors import (
     InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, TaskExists, TaskNotFound,
 )
-from scheduler.models import Misfire, Overlap, TaskSpec, Trigger
+from scheduler.models import Misfire, Overlap, RunStatus, TaskSpec, Trigger, task_state
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
 from tests.helpers import wait_until
@@ -99,7 +98,7 @@ class FakeExecutor:
     def report_start(self, run_id: int, started_at: float) -> None:
         self.on_started(run_id, started_at, 4242)
 
-    def finish(self, run_id: int, status: RunStatus = RunStatus.SUCCEEDED, *,
+    def finish(self, run_id: int, status: Outcome = Outcome.SUCCEEDED, *,
                started_at: float | None = None, finished_at: float | None = None,
                **fields) -> None:
         self.on_result(RunResult(run_id=run_id, status=status, started_at=started_at,
@@ -794,7 +793,7 @@ def test_started_and_result_record_lateness_and_status(h):
     assert run.status is RunStatus.RUNNING
     assert run.started_at == T0 + P + 0.25 and run.lateness_ms == 250.0
 
-    h.executor.finish(run_id, RunStatus.FAILED, exit_code=3, started_at=T0 + P + 0.25,
+    h.executor.finish(run_id, Outcome.FAILED, exit_code=3, started_at=T0 + P + 0.25,
                       finished_at=T0 + P + 2.0, stdout="out", stderr="boom")
     run = h.sched.run(run_id)
     assert run.status is RunStatus.FAILED and run.exit_code == 3
@@ -807,7 +806,7 @@ def test_a_result_without_a_start_keeps_lateness_empty(h, caplog):
     h.fire()
     [run_id] = h.executor.ids
     with caplog.at_level(logging.WARNING, logger="scheduler.firing"):
-        h.executor.finish(run_id, RunStatus.REJECTED, reason="command not allowed")
+        h.executor.finish(run_id, Outcome.REJECTED, reason="command not allowed")
     run = h.sched.run(run_id)
     assert run.status is RunStatus.REJECTED and run.reason == "command not allowed"
     assert run.lateness_ms is None and run.started_at is None
@@ -882,3 +881,14 @@ def test_updating_start_at_reanchors(make):
     h.create()
     task = h.sched.update("t1", {"start_at": T0 + 500})
     assert task.next_run == T0 + 500
+
+
+# --- run statuses ------------------------------------------------------------------------
+
+def test_every_sandbox_outcome_ends_a_run_in_the_status_of_the_same_name():
+    for outcome in Outcome:
+        status = RunStatus.of(outcome)
+        assert status.value == outcome.value and status.is_final
+    assert {s for s in RunStatus if not s.is_final} == {RunStatus.QUEUED, RunStatus.RUNNING}
+    assert {s.value for s in RunStatus} - {o.value for o in Outcome} == {"queued", "running",
+                                                                         "skipped"}
