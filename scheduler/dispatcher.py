@@ -9,6 +9,9 @@ The ``fire`` callback does the work of one slot and returns the task's next due 
 None). It must not block: it records the run and hands it to the executor. The sleep is
 capped at ``MAX_SLEEP`` seconds only so that a jump of the wall clock (due times are wall
 clock, since schedules are) is noticed; that cap costs one wake-up a minute when idle.
+
+Lifecycle: ``open(fire)`` starts the thread, ``close()`` ends it. ``set_active`` switches
+firing on and off in between (the scheduler's ``start``/``stop`` actions).
 """
 
 from __future__ import annotations
@@ -29,29 +32,31 @@ FireCallback = Callable[[str, float], "float | None"]
 class Dispatcher:
     """Fires each task's due slots in time order (see the module docstring)."""
 
-    def __init__(self, fire: FireCallback, *, clock: Callable[[], float] = time.time):
-        self._fire = fire
+    def __init__(self, *, clock: Callable[[], float] = time.time):
+        self._fire: FireCallback = lambda task_id, due: None
         self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
         self._touched: set[str] = set()
         self._active = False
-        self._stopping = False
+        self._closing = False
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
+    def open(self, fire: FireCallback) -> None:
+        """Start the thread; it calls ``fire(task_id, slot)`` for each due slot while active."""
+        self._fire = fire
         self._thread.start()
 
-    def stop(self) -> None:
+    def close(self, timeout: float | None = 5.0) -> None:
+        """End the thread (a callback in progress finishes first); wait up to ``timeout``."""
         with self._cond:
-            self._stopping = True
+            self._closing = True
             self._cond.notify()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     # -- control ------------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ class Dispatcher:
         while True:
             with self._cond:
                 while True:
-                    if self._stopping:
+                    if self._closing:
                         return
                     while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
                         heapq.heappop(self._heap)

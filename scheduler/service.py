@@ -4,6 +4,10 @@ Tasks live in memory (the source for ``list``) and in the store (the source afte
 restart). Every change is written to the store before it is acknowledged. Firing,
 overlap, rate limits and run results are handled in :mod:`scheduler.firing`, which this
 class mixes in; this module holds the registry and the actions.
+
+Lifecycle: ``open()`` loads the store and opens the executor and the dispatcher;
+``close()`` closes them. In between, the ``start``/``stop`` actions switch dispatching on
+and off: those two words mean only that here.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class Scheduler(FiringMixin):
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
         self._running = False
-        self._dispatcher = Dispatcher(self._fire, clock=clock)
+        self._dispatcher = Dispatcher(clock=clock)
         self._init_firing(SlidingWindow(policy().rate_limits.runs_per_minute))
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -85,23 +89,21 @@ class Scheduler(FiringMixin):
                           row["task_id"], exc.message)
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
-        self.executor.start(self._on_started, self._on_result)
+        self.executor.open(self._on_started, self._on_result)
         if was_running:
             self._catch_up(now)
         elif running:
             self._resume_all(now)
         self._running = running
         self.store.set_running(running)
-        self._dispatcher.start()
+        self._dispatcher.open(self._fire)
         self._dispatcher.set_active(running)
         log.info("loaded %d tasks; scheduler %s", len(self._tasks), "running" if running else "stopped")
 
     def close(self, grace: float | None = None) -> None:
         """Stop dispatching, let running jobs end within ``grace`` seconds, then stop them."""
-        self._dispatcher.stop()
-        self._dispatcher.join(5)
-        self.executor.stop(self.config.shutdown_grace if grace is None else grace)
-        self.executor.join(15)
+        self._dispatcher.close()
+        self.executor.close(self.config.shutdown_grace if grace is None else grace)
         self.store.close()
 
     def _catch_up(self, now: float) -> None:

@@ -73,12 +73,11 @@ def recorder():
 
 @pytest.fixture
 def dispatcher(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
     yield d
-    d.stop()
-    d.join(2)
-    assert not d._thread.is_alive(), "dispatcher thread still running after stop()"
+    d.close(2)
+    assert not d._thread.is_alive(), "dispatcher thread still running after close()"
 
 
 def test_does_not_fire_while_inactive_and_fires_once_active(dispatcher, recorder):
@@ -233,33 +232,30 @@ def test_an_exception_in_the_callback_is_logged_and_the_loop_goes_on(dispatcher,
     assert recorder.wait_for(3)[-1] == ("later", T0)
 
 
-def test_stop_ends_the_thread_promptly_while_waiting_far_ahead(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
+def test_close_ends_the_thread_promptly_while_waiting_far_ahead(clock, recorder):
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
     d.schedule("far", T0 + 10 * 365 * 86400)
     d.set_active(True)
     wait_until(lambda: d.due("far") is not None, timeout=DEADLINE)
     started = time.monotonic()
-    d.stop()
-    d.join(1.0)
+    d.close(1.0)
     assert not d._thread.is_alive()
     assert time.monotonic() - started < 1.0
     assert recorder.snapshot() == []
 
 
-def test_stop_ends_an_inactive_idle_thread_promptly(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
-    d.stop()
-    d.join(1.0)
+def test_close_ends_an_inactive_idle_thread_promptly(clock, recorder):
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
+    d.close(1.0)
     assert not d._thread.is_alive()
 
 
-def test_nothing_fires_after_stop(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
-    d.stop()
-    d.join(1.0)
+def test_nothing_fires_after_close(clock, recorder):
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
+    d.close(1.0)
     d.schedule("a", T0 - 1)
     d.set_active(True)
     assert not d._thread.is_alive()

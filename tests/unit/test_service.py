@@ -2,7 +2,7 @@
 
 The scheduler runs against a real SQLite store under ``tmp_path``, a fake executor that only
 records what it is given (tests report starts and results through the callbacks the
-scheduler handed to ``start``) and a clock that moves only when a test moves it.
+scheduler handed to ``open``) and a clock that moves only when a test moves it.
 
 Timing never depends on the dispatcher thread: tests call ``_fire(task_id, slot)`` with
 ``slot = task.next_run``, which is the dispatcher's contract. To keep that deterministic the
@@ -62,18 +62,17 @@ class FakeExecutor:
         self.submitted: list[RunRequest] = []
         self.on_started = None
         self.on_result = None
-        self.stopped_with: float | None = None
-        self.joined = False
+        self.closed_with: float | None = None
 
     # the protocol
-    def start(self, on_started, on_result) -> None:
+    def open(self, on_started, on_result) -> None:
         self.on_started, self.on_result = on_started, on_result
 
     def submit(self, request: RunRequest) -> None:
         self.submitted.append(request)
 
     def alive(self) -> int:
-        return 0 if self.stopped_with is not None else self.size
+        return 0 if self.closed_with is not None else self.size
 
     def busy(self) -> int:
         return 1
@@ -84,11 +83,8 @@ class FakeExecutor:
     def isolation(self) -> dict | None:
         return {"level": "process", "layers": ["process-group"]}
 
-    def stop(self, grace: float = 10.0) -> None:
-        self.stopped_with = grace
-
-    def join(self, timeout: float = 10.0) -> None:
-        self.joined = True
+    def close(self, grace: float = 10.0) -> None:
+        self.closed_with = grace
 
     # driving it from a test
     @property
@@ -111,16 +107,13 @@ class StubDispatcher:
     def __init__(self):
         self.due_times: dict[str, float] = {}
         self.active = False
-        self.started = self.stopped = False
+        self.closed = False
 
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.stopped = True
-
-    def join(self, timeout: float | None = None) -> None:
+    def open(self, fire) -> None:
         pass
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        self.closed = True
 
     def set_active(self, active: bool) -> None:
         self.active = active
@@ -178,8 +171,7 @@ class Harness:
     def crash(self) -> None:
         """Die without any shutdown: only the database connection goes (as with kill -9)."""
         self.closed = True
-        self.sched._dispatcher.stop()
-        self.sched._dispatcher.join(5)
+        self.sched._dispatcher.close()
         self.store.close()
 
     # actions
@@ -773,7 +765,7 @@ def test_state_survives_a_clean_restart(make):
     first.create("p", interval="every 5 minutes")
     first.sched.set_paused("p", True)
     first.close()
-    assert first.executor.stopped_with == 0 and first.executor.joined
+    assert first.executor.closed_with == 0
 
     second = make(clock=first.clock).open(start=False)
     t1, p = second.sched.task("t1"), second.sched.task("p")
