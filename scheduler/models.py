@@ -108,6 +108,16 @@ class Task:
         """True once ``max_runs`` scheduled runs have been fired."""
         return self.spec.max_runs is not None and self.runs_fired >= self.spec.max_runs
 
+    def following(self, after: float) -> float | None:
+        """The task's first slot strictly after ``after``, or None if it fires no more
+        (paused, ``max_runs`` reached, or past ``until``)."""
+        if self.paused or self.exhausted:
+            return None
+        slot = self.schedule.next_slot(self.anchor, after)
+        if self.spec.until is not None and slot > self.spec.until:
+            return None
+        return slot
+
 
 def task_state(task: Task, next_run: float | None) -> str:
     """``paused``, ``scheduled`` (it has a next run) or ``finished`` (it fires no more)."""

@@ -1,14 +1,15 @@
-"""Unit tests for scheduler.service (and the firing mixin): the task registry and its actions.
+"""Unit tests for scheduler.service and scheduler.launcher: the task registry, its actions,
+and the runs they launch.
 
 The scheduler runs against a real SQLite store under ``tmp_path``, a fake executor that only
 records what it is given (tests report starts and results through the callbacks the
 scheduler handed to ``open``) and a clock that moves only when a test moves it.
 
-Timing never depends on the dispatcher thread: tests call ``_fire(task_id, slot)`` with
-``slot = task.next_run``, which is the dispatcher's contract. To keep that deterministic the
-harness swaps the scheduler's dispatcher for a recording stub before ``open()`` (a real one
-would fire on its own whenever any action woke it while the fake clock was past a due time);
-``test_real_dispatcher_fires_due_slots`` checks the wiring with the real thread.
+Timing never depends on the dispatcher thread: the harness gives the scheduler a recording
+stub dispatcher (a real one would fire on its own whenever any action woke it while the
+fake clock was past a due time), and tests fire a slot through the callback the scheduler
+opened it with, with ``slot = task.next_run``, which is the dispatcher's contract. The tests
+under "the real dispatcher" check the wiring with the real thread.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from policies import PathNotAllowed, TaskType, default_policy
 from sandbox.types import Outcome, RunRequest, RunResult
+from scheduler.dispatcher import Dispatcher
 from scheduler.errors import (
     InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, TaskExists, TaskNotFound,
 )
@@ -102,18 +104,24 @@ class FakeExecutor:
 
 
 class StubDispatcher:
-    """Stands in for scheduler.dispatcher.Dispatcher: records due times, never fires."""
+    """Stands in for scheduler.dispatcher.Dispatcher: records due times, fires only when a
+    test calls ``fire``."""
 
     def __init__(self):
         self.due_times: dict[str, float] = {}
         self.active = False
+        self.callback = None
         self.closed = False
 
     def open(self, fire) -> None:
-        pass
+        self.callback = fire
 
     def close(self, timeout: float | None = 5.0) -> None:
         self.closed = True
+
+    def fire(self, task_id: str, slot: float) -> float | None:
+        """Fire ``slot`` of ``task_id`` as the real dispatcher would."""
+        return self.callback(task_id, slot)
 
     def set_active(self, active: bool) -> None:
         self.active = active
@@ -145,11 +153,9 @@ class Harness:
         if rate_limits:
             self.set_rate_limits(**rate_limits)
         self.store = Store(self.db)
+        self.dispatcher = Dispatcher(clock=self.clock) if real_dispatcher else StubDispatcher()
         self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
-                               config=config, clock=self.clock)
-        self.dispatcher = self.sched._dispatcher
-        if not real_dispatcher:
-            self.dispatcher = self.sched._dispatcher = StubDispatcher()
+                               dispatcher=self.dispatcher, config=config, clock=self.clock)
         self.closed = False
 
     def set_rate_limits(self, **changes) -> None:
@@ -171,7 +177,7 @@ class Harness:
     def crash(self) -> None:
         """Die without any shutdown: only the database connection goes (as with kill -9)."""
         self.closed = True
-        self.sched._dispatcher.close()
+        self.dispatcher.close()
         self.store.close()
 
     # actions
@@ -183,7 +189,7 @@ class Harness:
         slot = self.sched.task(task_id).next_run
         assert slot is not None, f"{task_id} has no next run"
         self.clock.now = slot + late
-        return slot, self.sched._fire(task_id, slot)
+        return slot, self.dispatcher.fire(task_id, slot)
 
     def runs(self, task_id: str | None = "t1"):
         """The task's runs, oldest first."""
@@ -340,8 +346,8 @@ def test_a_very_late_fire_resumes_at_the_next_future_slot(h):
 def test_firing_the_same_slot_twice_runs_it_once(h):
     h.create()
     slot, _ = h.fire()
-    assert h.sched._fire("t1", slot) is None
-    assert h.sched._fire("t1", slot - P) is None  # an older, stale due time
+    assert h.dispatcher.fire("t1", slot) is None
+    assert h.dispatcher.fire("t1", slot - P) is None  # an older, stale due time
     assert len(h.executor.submitted) == 1
     assert len(h.runs()) == 1
     assert h.sched.task("t1").runs_fired == 1
@@ -359,7 +365,7 @@ def test_a_slot_already_recorded_in_the_store_is_not_run_again(h):
 
 
 def test_fire_ignores_unknown_tasks(h):
-    assert h.sched._fire("ghost", T0) is None
+    assert h.dispatcher.fire("ghost", T0) is None
 
 
 def test_the_request_carries_the_task_and_the_policy(h):
@@ -488,7 +494,7 @@ def test_max_runs_exhausts_the_task(h):
     assert following is None and task.next_run is None
     assert task.exhausted and task.runs_fired == 3
     assert task_state(task, h.sched.display_next_run(task)) == "finished"
-    assert h.sched._fire("t1", slot + P) is None
+    assert h.dispatcher.fire("t1", slot + P) is None
     assert len(h.executor.submitted) == 3
     assert h.store.load_tasks()[0]["runs_fired"] == 3
 
@@ -521,7 +527,7 @@ def test_pause_and_resume(h):
     assert task_state(task, h.sched.display_next_run(task)) == "paused"
 
     h.clock.now = T0 + 2 * P
-    assert h.sched._fire("t1", T0 + 2 * P) is None  # a due time handed out before the pause
+    assert h.dispatcher.fire("t1", T0 + 2 * P) is None  # a due time handed out before the pause
     assert len(h.executor.submitted) == 1
 
     h.clock.now = T0 + 4 * P + 30  # resume between two slots
@@ -599,7 +605,7 @@ def test_remove_deletes_the_task_and_its_runs(h):
     assert [r["task_id"] for r in h.store.load_tasks()] == ["other"]
     assert h.runs("t1") == []
     assert {r.task_id for r in h.runs(None)} == {"other"}
-    assert h.sched._fire("t1", T0 + 3 * P) is None
+    assert h.dispatcher.fire("t1", T0 + 3 * P) is None
     h.executor.finish(h.executor.ids[1])  # the active run ends unrecorded, quietly
     assert h.runs("t1") == []
 
@@ -615,7 +621,7 @@ def test_stop_halts_firing_and_start_resumes_without_catching_up(h):
     assert h.store.is_running() is False
     pending = h.sched.task("t1").next_run
     h.clock.now = T0 + 10 * P
-    assert h.sched._fire("t1", pending) is None
+    assert h.dispatcher.fire("t1", pending) is None
     assert len(h.executor.submitted) == 1
     task = h.sched.task("t1")
     assert h.sched.display_next_run(task) == T0 + 11 * P  # what a client sees while stopped
@@ -797,7 +803,7 @@ def test_a_result_without_a_start_keeps_lateness_empty(h, caplog):
     h.create()
     h.fire()
     [run_id] = h.executor.ids
-    with caplog.at_level(logging.WARNING, logger="scheduler.firing"):
+    with caplog.at_level(logging.WARNING, logger="scheduler.launcher"):
         h.executor.finish(run_id, Outcome.REJECTED, reason="command not allowed")
     run = h.sched.run(run_id)
     assert run.status is RunStatus.REJECTED and run.reason == "command not allowed"
@@ -823,12 +829,12 @@ def test_history_is_pruned_to_history_per_task(make):
 
 def test_real_dispatcher_fires_due_slots(make):
     h = make(real_dispatcher=True).open()
-    thread = h.sched._dispatcher._thread
+    thread = h.dispatcher._thread
     h.create()
     h.clock.now = T0 + P
-    h.sched._dispatcher.set_active(True)  # the fake clock moved: let the thread look again
+    h.dispatcher.set_active(True)  # the fake clock moved: let the thread look again
     wait_until(lambda: len(h.executor.submitted) == 1, timeout=5, message="the first run")
-    wait_until(lambda: h.sched._dispatcher.due("t1") == T0 + 2 * P, timeout=5,
+    wait_until(lambda: h.dispatcher.due("t1") == T0 + 2 * P, timeout=5,
                message="the next slot to be planned")
     assert h.runs()[0].scheduled_for == T0 + P
     h.close()
