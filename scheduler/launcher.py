@@ -7,7 +7,8 @@ tasks and decides *when* one fires; the launcher decides *whether* a due slot ru
 or is skipped.
 
 A run becomes a row in the store *before* it is handed to the executor, keyed by
-``(task_id, slot)`` for scheduled runs, so no slot can run twice.
+``(task_id, slot)`` for scheduled runs, so no slot can run twice: a fire repeated after a
+store failure finds its slot recorded and launches nothing.
 
 Lifecycle: ``open()`` opens the executor with this launcher's callbacks, ``close(grace)``
 closes it. Locking: the launcher has its own lock; a caller may hold the scheduler's lock
@@ -87,7 +88,7 @@ class Launcher:
     def fire(self, task: Task, slot: float) -> int | None:
         """Run the task's due ``slot``, park it behind the active run, or record it skipped
         (overlap, rate limit). Returns the run id of a run launched or parked, None for a
-        slot skipped or recorded before."""
+        slot skipped or recorded before. Safe to call again after it raised."""
         with self._lock:
             reason = self._skip_reason(task)
             if reason is None:

@@ -261,7 +261,11 @@ class Scheduler:
     # -- firing -------------------------------------------------------------------------
 
     def _fire(self, task_id: str, slot: float) -> float | None:
-        """Dispatcher callback for one due slot; returns the task's next due time."""
+        """Dispatcher callback for one due slot; returns the task's next due time.
+
+        If the store fails, the exception leaves ``next_run`` at ``slot`` so that the
+        dispatcher's retry of the same slot is accepted; the store's unique slot key makes
+        that retry launch nothing twice."""
         with self._lock:
             task = self._tasks.get(task_id)
             if task is None or task.paused or not self._running or task.next_run != slot:

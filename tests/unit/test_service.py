@@ -1,9 +1,10 @@
 """Unit tests for scheduler.service and scheduler.launcher: the task registry, its actions,
 and the runs they launch.
 
-The scheduler runs against a real SQLite store under ``tmp_path``, a fake executor that only
-records what it is given (tests report starts and results through the callbacks the
-scheduler handed to ``open``) and a clock that moves only when a test moves it.
+The scheduler runs against a real SQLite store under ``tmp_path`` (one that a test can make
+fail on demand), a fake executor that only records what it is given (tests report starts
+and results through the callbacks the scheduler handed to ``open``) and a clock that moves
+only when a test moves it.
 
 Timing never depends on the dispatcher thread: the harness gives the scheduler a recording
 stub dispatcher (a real one would fire on its own whenever any action woke it while the
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +28,11 @@ from hypothesis import strategies as st
 
 from policies import PathNotAllowed, TaskType, default_policy
 from sandbox.types import Outcome, RunRequest, RunResult
+from scheduler import dispatcher as dispatcher_module
 from scheduler.dispatcher import Dispatcher
 from scheduler.errors import (
-    InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, TaskExists, TaskNotFound,
+    InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, StoreError, TaskExists,
+    TaskNotFound,
 )
 from scheduler.models import Misfire, Overlap, RunStatus, TaskSpec, Trigger, task_state
 from scheduler.service import Scheduler, SchedulerConfig
@@ -139,6 +144,37 @@ class StubDispatcher:
         return self.due_times.get(task_id)
 
 
+class FlakyStore(Store):
+    """The real store, except that the methods named in ``broken`` raise ``error``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.broken: set[str] = set()
+        self.error: Exception = StoreError("store error: disk I/O error")
+        self.failures = 0
+
+    def break_(self, *methods: str, error: Exception | None = None) -> None:
+        self.broken = set(methods)
+        self.error = error or self.error
+
+    def repair(self) -> None:
+        self.broken = set()
+
+    def _check(self, method: str) -> None:
+        if method in self.broken:
+            self.failures += 1
+            raise self.error
+
+    def insert_run(self, *args, **kwargs):
+        self._check("insert_run")
+        return super().insert_run(*args, **kwargs)
+
+    def save_progress(self, *args, **kwargs):
+        self._check("save_progress")
+        return super().save_progress(*args, **kwargs)
+
+
+
 class Harness:
     """One scheduler (real store, fake executor, fake clock) and helpers to drive it."""
 
@@ -152,7 +188,7 @@ class Harness:
         self.policy_value = default_policy(base_dir=base)
         if rate_limits:
             self.set_rate_limits(**rate_limits)
-        self.store = Store(self.db)
+        self.store = FlakyStore(self.db)
         self.dispatcher = Dispatcher(clock=self.clock) if real_dispatcher else StubDispatcher()
         self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
                                dispatcher=self.dispatcher, config=config, clock=self.clock)
@@ -879,6 +915,81 @@ def test_updating_start_at_reanchors(make):
     h.create()
     task = h.sched.update("t1", {"start_at": T0 + 500})
     assert task.next_run == T0 + 500
+
+
+# --- store failures ----------------------------------------------------------------------
+
+STORE_ERRORS = [StoreError("store error: disk I/O error"),
+                sqlite3.OperationalError("database is locked")]
+ERROR_IDS = ["store_error", "sqlite_error"]
+
+
+@pytest.mark.parametrize("error", STORE_ERRORS, ids=ERROR_IDS)
+@pytest.mark.parametrize("method", ["insert_run", "save_progress"])
+def test_a_fire_the_store_failed_runs_its_slot_once_when_retried(h, method, error):
+    h.create()
+    slot = h.sched.task("t1").next_run
+    h.store.break_(method, error=error)
+    h.clock.now = slot
+    with pytest.raises(type(error)):
+        h.dispatcher.fire("t1", slot)
+    # A run recorded before the failure is handed out all the same; nothing else happened.
+    assert len(h.executor.submitted) == (1 if method == "save_progress" else 0)
+    assert h.sched.task("t1").next_run == slot  # still due: the dispatcher's retry is accepted
+
+    h.store.repair()
+    h.clock.now = slot + 1  # the dispatcher retries after a back-off
+    assert h.dispatcher.fire("t1", slot) == slot + P
+    assert h.dispatcher.fire("t1", slot) is None  # a stale retry changes nothing
+    assert [r.scheduled_for for r in h.runs()] == [slot]
+    assert [r.scheduled_for for r in h.executor.submitted] == [slot]
+    [row] = h.store.load_tasks()
+    assert h.sched.task("t1").runs_fired == row["runs_fired"] == 1
+    assert row["checkpoint"] == slot
+    h.executor.finish(h.executor.ids[0])
+    assert h.fire() == (slot + P, slot + 2 * P)  # and the schedule goes on
+    assert len(h.executor.submitted) == 2
+
+
+@pytest.mark.parametrize("error", STORE_ERRORS, ids=ERROR_IDS)
+def test_a_skipped_slot_the_store_failed_is_recorded_once_when_retried(h, error):
+    h.create(overlap=Overlap.SKIP)
+    h.fire()
+    slot = h.sched.task("t1").next_run
+    h.store.break_("insert_run", error=error)
+    h.clock.now = slot
+    with pytest.raises(type(error)):
+        h.dispatcher.fire("t1", slot)
+    h.store.repair()
+    assert h.dispatcher.fire("t1", slot) == slot + P
+    assert h.dispatcher.fire("t1", slot) is None
+    assert [(r.status, r.scheduled_for) for r in h.runs()] == [
+        (RunStatus.QUEUED, slot - P), (RunStatus.SKIPPED, slot)]
+    assert len(h.executor.submitted) == 1
+
+
+def test_the_real_dispatcher_fires_a_slot_again_once_the_store_recovers(make, caplog):
+    h = make(real_dispatcher=True).open()
+    h.create()
+    h.store.break_("insert_run", error=sqlite3.OperationalError("database is locked"))
+    with caplog.at_level(logging.ERROR, logger="scheduler.dispatcher"):
+        h.clock.now = T0 + P
+        h.dispatcher.set_active(True)  # the fake clock moved: let the thread look again
+        wait_until(lambda: h.store.failures == 1, timeout=5, message="the failed fire")
+        wait_until(lambda: h.dispatcher.due("t1") == T0 + P, timeout=5,
+                   message="the failed slot to be planned again")
+    assert any("'t1'" in r.getMessage() for r in caplog.records)
+    time.sleep(0.1)  # negative check: the clock has not reached the back-off, so no retry yet
+    assert h.store.failures == 1 and h.executor.submitted == []
+
+    h.store.repair()
+    h.clock.now = T0 + P + dispatcher_module.RETRY_FIRST
+    h.dispatcher.set_active(True)
+    wait_until(lambda: len(h.executor.submitted) == 1, timeout=5, message="the retried run")
+    wait_until(lambda: h.dispatcher.due("t1") == T0 + 2 * P, timeout=5,
+               message="the next slot to be planned")
+    assert [r.scheduled_for for r in h.runs()] == [T0 + P]
+    assert h.sched.task("t1").runs_fired == 1
 
 
 # --- run statuses ------------------------------------------------------------------------
