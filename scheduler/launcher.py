@@ -8,7 +8,9 @@ or is skipped.
 
 A run becomes a row in the store *before* it is handed to the executor, keyed by
 ``(task_id, slot)`` for scheduled runs, so no slot can run twice: a fire repeated after a
-store failure finds its slot recorded and launches nothing.
+store failure finds its slot recorded and launches nothing. A result is recorded in the
+store and then, whatever the store did, the run leaves the active set (and the run waiting
+behind it is handed out), so a store failure can lose a record but never block a task.
 
 Lifecycle: ``open()`` opens the executor with this launcher's callbacks, ``close(grace)``
 closes it. Locking: the launcher has its own lock; a caller may hold the scheduler's lock
@@ -164,14 +166,17 @@ class Launcher:
         self._store.mark_running(run_id, started_at, lateness)
 
     def on_result(self, result: RunResult) -> None:
-        """Record a run's result; the run leaves the active set."""
+        """Record a run's result; the run leaves the active set even if the store fails."""
         with self._lock:
             lateness = self._lateness_ms(result.run_id, result.started_at)
             info = self._inflight.pop(result.run_id, None)
-        self._store.finish_run(result, lateness)
+        try:
+            self._store.finish_run(result, lateness)
+        finally:
+            if info is not None:
+                self._settle(info.task_id, result.run_id)
         if info is None:
             return
-        self._settle(info.task_id, result.run_id)
         self._prune(info.task_id)
         status = RunStatus.of(result.status)
         if status in (RunStatus.ERROR, RunStatus.REJECTED):

@@ -173,6 +173,9 @@ class FlakyStore(Store):
         self._check("save_progress")
         return super().save_progress(*args, **kwargs)
 
+    def finish_run(self, *args, **kwargs):
+        self._check("finish_run")
+        return super().finish_run(*args, **kwargs)
 
 
 class Harness:
@@ -990,6 +993,39 @@ def test_the_real_dispatcher_fires_a_slot_again_once_the_store_recovers(make, ca
                message="the next slot to be planned")
     assert [r.scheduled_for for r in h.runs()] == [T0 + P]
     assert h.sched.task("t1").runs_fired == 1
+
+
+@pytest.mark.parametrize("error", STORE_ERRORS, ids=ERROR_IDS)
+def test_a_result_the_store_cannot_record_still_frees_the_task(h, error):
+    h.create(overlap=Overlap.SKIP)
+    h.fire()
+    [first] = h.executor.ids
+    h.store.break_("finish_run", error=error)
+    with pytest.raises(type(error)):
+        h.executor.finish(first)  # the pool logs a callback's exception and goes on
+    h.store.repair()
+    h.fire()
+    # Not skipped as "the previous run was still active": the first run left the active set.
+    assert len(h.executor.submitted) == 2
+    assert [r.status for r in h.runs()] == [RunStatus.QUEUED, RunStatus.QUEUED]
+    h.executor.finish(h.executor.ids[1])
+    assert h.runs()[-1].status is RunStatus.SUCCEEDED
+
+
+def test_a_result_the_store_cannot_record_still_hands_out_the_waiting_run(h):
+    h.create(overlap=Overlap.QUEUE)
+    h.fire()
+    h.fire()
+    [first] = h.executor.ids
+    parked = h.runs()[-1].run_id
+    h.store.break_("finish_run")
+    with pytest.raises(StoreError):
+        h.executor.finish(first)
+    assert h.executor.ids == [first, parked]
+    h.store.repair()
+    h.executor.finish(parked)
+    h.fire()
+    assert len(h.executor.submitted) == 3  # nothing active any more: submitted at once
 
 
 # --- run statuses ------------------------------------------------------------------------
