@@ -6,7 +6,7 @@ import functools
 import time
 from typing import Any
 
-from scheduler.models import Run, Task
+from scheduler.models import Run, Task, task_state
 
 TAIL_CHARS = 4096
 
@@ -23,12 +23,6 @@ def _fmt_second(second: int) -> str:
     # A list of 10k tasks formats 30k times, most of them the same few seconds (tasks
     # created together, slots on the same grid): local-time conversion is the costly part.
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-
-
-def task_state(task: Task, next_run: float | None) -> str:
-    if task.paused:
-        return "paused"
-    return "scheduled" if next_run is not None else "finished"
 
 
 def task_details(task: Task, next_run: float | None) -> dict[str, Any]:

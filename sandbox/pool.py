@@ -7,7 +7,12 @@ out requests, reports starts and results through callbacks, replaces a worker th
 (its run exceeded its timeout by ``hang_grace`` seconds). The server process is a child
 subreaper, so processes orphaned by a dead worker land here and are killed too.
 
-Lifecycle: ``start()`` → ``submit()``... → ``stop(grace)`` → ``join()``.
+Each worker sits in a *seat*: the seat holds the worker process, its pipe and the run it is
+running; a worker that dies is replaced in the same seat.
+
+Lifecycle (the same words as every long-lived component of the server): ``open()`` starts
+the workers, ``submit()``... hands them runs, ``close(grace)`` stops taking runs, lets
+running ones end within ``grace`` seconds, cancels the rest and waits for the supervisor.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import psutil
 
 from . import cgroups, procs
 from .errors import PoolClosed
-from .types import ProtectedPaths, RunRequest, RunResult, RunStatus
+from .types import Outcome, ProtectedPaths, RunRequest, RunResult
 from .worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,10 @@ ResultCallback = Callable[[RunResult], None]
 
 
 @dataclass
-class _Slot:
+class _Seat:
+    """One worker process and the run it is running (``current``), which must end by
+    ``deadline`` (on the monotonic clock)."""
+
     process: multiprocessing.process.BaseProcess
     conn: Connection
     current: RunRequest | None = None
@@ -46,10 +54,15 @@ class _Slot:
 
 
 class WorkerPool:
-    """A supervised pool of ``size`` worker processes (see the module docstring)."""
+    """A supervised pool of ``size`` worker processes (see the module docstring).
+
+    ``clock`` gives the wall-clock times recorded for the runs the pool ends itself (a
+    lost worker, a closing pool); timeouts are measured on the monotonic clock.
+    """
 
     def __init__(self, size: int, *, protected: ProtectedPaths = ProtectedPaths(),
-                 hang_grace: float = 10.0, log_level: int = logging.WARNING):
+                 hang_grace: float = 10.0, log_level: int = logging.WARNING,
+                 clock: Callable[[], float] = time.time):
         if size < 1:
             raise ValueError("a pool needs at least one worker")
         self.size = size
@@ -58,10 +71,11 @@ class WorkerPool:
         self._on_result: ResultCallback = lambda result: None
         self._hang_grace = hang_grace
         self._log_level = log_level
+        self._clock = clock
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._queue: deque[RunRequest] = deque()
-        self._slots: list[_Slot] = []
+        self._seats: list[_Seat] = []
         self._wake_r, self._wake_w = os.pipe()
         self._closing = False
         self._cancel_reason: str | None = None
@@ -71,7 +85,7 @@ class WorkerPool:
 
     # -- public API ---------------------------------------------------------------------
 
-    def start(self, on_started: StartedCallback, on_result: ResultCallback) -> None:
+    def open(self, on_started: StartedCallback, on_result: ResultCallback) -> None:
         """Start the workers; ``on_started``/``on_result`` are called from the supervisor thread."""
         self._on_started = on_started
         self._on_result = on_result
@@ -93,11 +107,11 @@ class WorkerPool:
     def alive(self) -> int:
         """How many workers are running now."""
         with self._lock:
-            return sum(1 for s in self._slots if s.process.is_alive())
+            return sum(1 for s in self._seats if s.process.is_alive())
 
     def busy(self) -> int:
         with self._lock:
-            return sum(1 for s in self._slots if s.current is not None)
+            return sum(1 for s in self._seats if s.current is not None)
 
     def queued(self) -> int:
         with self._lock:
@@ -108,16 +122,17 @@ class WorkerPool:
         worker has started)."""
         return self._isolation
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop taking work; give running jobs ``grace`` seconds, then cancel them."""
+    def close(self, grace: float = 10.0, *, timeout: float = 15.0) -> None:
+        """Stop taking work; give running jobs ``grace`` seconds, then cancel them, and wait
+        up to ``timeout`` seconds more for the supervisor and the workers to end."""
         with self._lock:
             self._closing = True
             dropped = list(self._queue)
             self._queue.clear()
         for request in dropped:
-            self._report(RunResult(run_id=request.run_id, status=RunStatus.INTERRUPTED,
+            self._report(RunResult(run_id=request.run_id, status=Outcome.INTERRUPTED,
                                    reason="the server stopped before the run started",
-                                   finished_at=time.time()))
+                                   finished_at=self._clock()))
         self._wake()
         end = time.monotonic() + grace
         while self.busy() and time.monotonic() < end:
@@ -126,15 +141,16 @@ class WorkerPool:
             with self._lock:
                 self._cancel_reason = f"the server stopped; the run did not end within {grace:g} s"
             self._wake()
+        self._join(timeout)
 
-    def join(self, timeout: float = 10.0) -> None:
+    def _join(self, timeout: float) -> None:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("pool supervisor did not stop within %.1f s", timeout)
-        for slot in self._slots:
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(1)
+        for seat in self._seats:
+            if seat.process.is_alive():
+                seat.process.kill()
+                seat.process.join(1)
 
     # -- supervisor thread --------------------------------------------------------------
 
@@ -144,7 +160,7 @@ class WorkerPool:
         except BlockingIOError:
             pass
 
-    def _spawn(self) -> _Slot:
+    def _spawn(self) -> _Seat:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=worker_main,
                                     args=(child, self._protected, self._log_level),
@@ -152,40 +168,40 @@ class WorkerPool:
         process.start()
         child.close()
         log.info("worker started: pid %d", process.pid)
-        return _Slot(process=process, conn=parent)
+        return _Seat(process=process, conn=parent)
 
     def _supervise(self) -> None:
         os.set_blocking(self._wake_w, False)
         with self._lock:
-            self._slots = [self._spawn() for _ in range(self.size)]
+            self._seats = [self._spawn() for _ in range(self.size)]
         while True:
             with self._lock:
-                slots = list(self._slots)
+                seats = list(self._seats)
                 closing = self._closing
                 cancel = self._cancel_reason
-            if closing and not any(s.current for s in slots):
+            if closing and not any(s.current for s in seats):
                 break
             if cancel:
-                self._cancel_all(slots, cancel)
-            waitables = [self._wake_r] + [s.conn for s in slots] + [s.process.sentinel for s in slots]
-            deadlines = [s.deadline for s in slots if s.deadline is not None]
+                self._cancel_all(seats, cancel)
+            waitables = [self._wake_r] + [s.conn for s in seats] + [s.process.sentinel for s in seats]
+            deadlines = [s.deadline for s in seats if s.deadline is not None]
             timeout = max(min(deadlines) - time.monotonic(), 0) if deadlines else None
             ready = wait(waitables, timeout)
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
-            for slot in slots:
-                connected = self._receive(slot) if slot.conn in ready else True
-                if not connected or slot.process.sentinel in ready:
-                    self._replace(slot, closing)
+            for seat in seats:
+                connected = self._receive(seat) if seat.conn in ready else True
+                if not connected or seat.process.sentinel in ready:
+                    self._replace(seat, closing)
             self._check_hung()
             self._assign()
         self._shutdown_workers()
 
-    def _receive(self, slot: _Slot) -> bool:
-        """Handle every message waiting on ``slot``; False once the worker's pipe is closed."""
+    def _receive(self, seat: _Seat) -> bool:
+        """Handle every message waiting on ``seat``; False once the worker's pipe is closed."""
         try:
-            while slot.conn.poll():
-                message = slot.conn.recv()
+            while seat.conn.poll():
+                message = seat.conn.recv()
                 if message[0] == "hello":
                     self._isolation = message[1]
                 elif message[0] == "started":
@@ -194,44 +210,44 @@ class WorkerPool:
                 elif message[0] == "done":
                     result: RunResult = message[1]
                     with self._lock:
-                        slot.current = None
-                        slot.deadline = None
+                        seat.current = None
+                        seat.deadline = None
                     self._report(result)
         except (EOFError, OSError):
             return False
         return True
 
-    def _replace(self, slot: _Slot, closing: bool) -> None:
+    def _replace(self, seat: _Seat, closing: bool) -> None:
         # The pipe closes a moment before the process can be reaped; give it that moment.
-        slot.process.join(1)
-        code = slot.process.exitcode
+        seat.process.join(1)
+        code = seat.process.exitcode
         reason = procs.describe_exit(code) if code is not None else "stopped answering"
-        if slot.hung:
+        if seat.hung:
             reason = (f"it did not report the run's end within {self._hang_grace:g} s of its "
                       "timeout and was killed")
         if code is None:
-            slot.process.kill()
-            slot.process.join(1)
-        log.warning("worker pid %d died: %s", slot.process.pid, reason)
-        lost = slot.current
+            seat.process.kill()
+            seat.process.join(1)
+        log.warning("worker pid %d died: %s", seat.process.pid, reason)
+        lost = seat.current
         self._kill_orphans()
-        cgroups.sweep(self._cgroups, slot.process.pid)
-        slot.conn.close()
+        cgroups.sweep(self._cgroups, seat.process.pid)
+        seat.conn.close()
         with self._lock:
-            index = self._slots.index(slot)
+            index = self._seats.index(seat)
             if closing:
-                self._slots.pop(index)
+                self._seats.pop(index)
             else:
-                self._slots[index] = self._spawn()
+                self._seats[index] = self._spawn()
         if lost is not None:
-            self._report(RunResult(run_id=lost.run_id, status=RunStatus.ERROR,
-                                   reason=f"the worker running it (pid {slot.process.pid}) died: {reason}",
-                                   finished_at=time.time()))
+            self._report(RunResult(run_id=lost.run_id, status=Outcome.ERROR,
+                                   reason=f"the worker running it (pid {seat.process.pid}) died: {reason}",
+                                   finished_at=self._clock()))
 
     def _kill_orphans(self) -> None:
         """Kill processes a dead worker's jobs left behind, now re-parented to us."""
         with self._lock:
-            known = {s.process.pid for s in self._slots if s.process.is_alive()}
+            known = {s.process.pid for s in self._seats if s.process.is_alive()}
         tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
         if tracker:
             known.add(tracker)
@@ -255,56 +271,56 @@ class WorkerPool:
 
     def _check_hung(self) -> None:
         now = time.monotonic()
-        for slot in list(self._slots):
-            if slot.deadline is not None and now >= slot.deadline and slot.process.is_alive():
+        for seat in list(self._seats):
+            if seat.deadline is not None and now >= seat.deadline and seat.process.is_alive():
                 log.error("worker pid %d did not finish run %s in time; killing it",
-                          slot.process.pid, slot.current.run_id if slot.current else "?")
-                slot.hung = True
-                slot.process.kill()
+                          seat.process.pid, seat.current.run_id if seat.current else "?")
+                seat.hung = True
+                seat.process.kill()
 
     def _assign(self) -> None:
         with self._lock:
             if self._closing:
                 return
-            idle = [s for s in self._slots if s.current is None and s.process.is_alive()]
+            idle = [s for s in self._seats if s.current is None and s.process.is_alive()]
             jobs = []
             while idle and self._queue:
-                slot = idle.pop()
+                seat = idle.pop()
                 request = self._queue.popleft()
                 timeout = request.timeout or request.policy.limits.timeout_seconds
-                slot.current = request
-                slot.deadline = time.monotonic() + timeout + self._hang_grace
-                jobs.append((slot, request))
-        for slot, request in jobs:
+                seat.current = request
+                seat.deadline = time.monotonic() + timeout + self._hang_grace
+                jobs.append((seat, request))
+        for seat, request in jobs:
             try:
-                slot.conn.send(("run", request))
+                seat.conn.send(("run", request))
             except OSError as exc:
                 log.warning("could not hand run %d to worker pid %d: %s",
-                            request.run_id, slot.process.pid, exc)
+                            request.run_id, seat.process.pid, exc)
 
-    def _cancel_all(self, slots: list[_Slot], reason: str) -> None:
+    def _cancel_all(self, seats: list[_Seat], reason: str) -> None:
         with self._lock:
             self._cancel_reason = None
-        for slot in slots:
-            if slot.current is not None:
+        for seat in seats:
+            if seat.current is not None:
                 try:
-                    slot.conn.send(("cancel", reason))
+                    seat.conn.send(("cancel", reason))
                 except OSError:
                     pass
-                slot.deadline = time.monotonic() + 5.0
+                seat.deadline = time.monotonic() + 5.0
 
     def _shutdown_workers(self) -> None:
-        for slot in self._slots:
+        for seat in self._seats:
             try:
-                slot.conn.send(("stop",))
+                seat.conn.send(("stop",))
             except OSError:
                 pass
-        for slot in self._slots:
-            slot.process.join(2)
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(1)
-            cgroups.sweep(self._cgroups, slot.process.pid)
+        for seat in self._seats:
+            seat.process.join(2)
+            if seat.process.is_alive():
+                seat.process.kill()
+                seat.process.join(1)
+            cgroups.sweep(self._cgroups, seat.process.pid)
         self._kill_orphans()
 
     def _report(self, result: RunResult) -> None:

@@ -37,7 +37,7 @@ from .capture import OutputCapture
 from .confine import Confinement, Confiner
 from .launch import LaunchPlan, plan_run
 from .report import read_junit_counts
-from .types import RunRequest, RunResult, RunStatus
+from .types import Outcome, RunRequest, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _pidfd(pid: int) -> int | None:
 
 @dataclass
 class _Stop:
-    status: RunStatus
+    status: Outcome
     reason: str
 
 
@@ -82,7 +82,7 @@ def execute(request: RunRequest, control: Connection | None = None,
             if confiner is not None:
                 _check_confinable(request, plan, confiner)
         except PolicyViolation as exc:
-            return RunResult(run_id=request.run_id, status=RunStatus.REJECTED,
+            return RunResult(run_id=request.run_id, status=Outcome.REJECTED,
                              reason=f"{exc.code}: {exc.message}", finished_at=time.time())
         if plan.report_path is not None:
             os.close(os.open(plan.report_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -93,7 +93,7 @@ def execute(request: RunRequest, control: Connection | None = None,
                                                request.policy.allowed_directories,
                                                request.policy.network)
             except OSError as exc:
-                return RunResult(run_id=request.run_id, status=RunStatus.ERROR,
+                return RunResult(run_id=request.run_id, status=Outcome.ERROR,
                                  reason=f"could not make the run's cgroups: {exc}",
                                  finished_at=time.time())
         try:
@@ -181,7 +181,7 @@ class _Job:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if self.confinement is not None:
                 reason = self.confinement.failure() or reason
-            return RunResult(run_id=self.run_id, status=RunStatus.ERROR,
+            return RunResult(run_id=self.run_id, status=Outcome.ERROR,
                              reason=f"could not start the job: {reason}",
                              finished_at=time.time())
         started_at = time.time()
@@ -211,7 +211,7 @@ class _Job:
             while self.stop is None and proc.poll() is None:
                 now = time.monotonic()
                 if now >= deadline:
-                    self.stop = _Stop(RunStatus.TIMED_OUT,
+                    self.stop = _Stop(Outcome.TIMED_OUT,
                                       f"timeout: ran longer than {self.plan.limits.timeout_seconds:g} s")
                     break
                 if now >= next_sample:
@@ -241,23 +241,23 @@ class _Job:
             return
         key.data.feed(data)
         if self.out.total + self.err.total > self.output_limit and self.stop is None:
-            self.stop = _Stop(RunStatus.KILLED,
+            self.stop = _Stop(Outcome.KILLED,
                               f"output: wrote more than {self.plan.limits.max_output_kb} KB")
 
     def _on_control(self) -> None:
         try:
             message = self.control.recv()
         except (EOFError, OSError):
-            self.stop = _Stop(RunStatus.INTERRUPTED, "the server went away while the run was running")
+            self.stop = _Stop(Outcome.INTERRUPTED, "the server went away while the run was running")
             return
         if message and message[0] == "cancel":
-            self.stop = _Stop(RunStatus.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
+            self.stop = _Stop(Outcome.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
 
     def _sample(self, proc: subprocess.Popen) -> None:
         limits = self.plan.limits
         cgroups = self.cgroups
         if cgroups is not None and cgroups.pids_refused():
-            self.stop = _Stop(RunStatus.KILLED, processes_reason(limits.max_processes))
+            self.stop = _Stop(Outcome.KILLED, processes_reason(limits.max_processes))
             return
         if cgroups is not None and cgroups.memory is not None and cgroups.pids is not None:
             return  # the kernel enforces both caps exactly; sampling could only misjudge
@@ -266,7 +266,7 @@ class _Job:
             # The namespace init is ours, not the job's: a copy-on-write image of this worker.
             tree = [p for p in tree if p.pid != proc.pid]
         if len(tree) > limits.max_processes:
-            self.stop = _Stop(RunStatus.KILLED,
+            self.stop = _Stop(Outcome.KILLED,
                               f"processes: more than {limits.max_processes} processes (sampled)")
             return
         rss = 0
@@ -276,12 +276,12 @@ class _Job:
             except psutil.Error:
                 continue
         if rss > limits.memory_mb * 1024 * 1024:
-            self.stop = _Stop(RunStatus.KILLED, f"memory: used more than {limits.memory_mb} MB, "
+            self.stop = _Stop(Outcome.KILLED, f"memory: used more than {limits.memory_mb} MB, "
                                                 f"{rss // 1048576} MB (sampled)")
 
     def _finish(self, proc: subprocess.Popen) -> None:
         """Stop the job's whole tree (politely first if it is still running), then drain."""
-        if proc.poll() is None and self.stop is not None and self.stop.status is not RunStatus.KILLED:
+        if proc.poll() is None and self.stop is not None and self.stop.status is not Outcome.KILLED:
             procs.signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(TERM_GRACE)
@@ -314,22 +314,22 @@ class _Job:
             code = self.confinement.job_returncode(code)
         limits = self.plan.limits
         oom_kills = self.cgroups.oom_kills() if self.cgroups is not None else 0
-        if self.stop is not None and self.stop.status is RunStatus.INTERRUPTED:
+        if self.stop is not None and self.stop.status is Outcome.INTERRUPTED:
             status, reason = self.stop.status, self.stop.reason
         elif oom_kills:
-            status, reason = RunStatus.KILLED, memory_reason(limits.memory_mb, oom_kills)
+            status, reason = Outcome.KILLED, memory_reason(limits.memory_mb, oom_kills)
         elif self.stop is not None:
             status, reason = self.stop.status, self.stop.reason
         elif code == 0:
-            status, reason = RunStatus.SUCCEEDED, None
+            status, reason = Outcome.SUCCEEDED, None
         elif code == -signal.SIGXCPU:
-            status = RunStatus.KILLED
+            status = Outcome.KILLED
             reason = f"cpu: used more than {limits.cpu_seconds} s of CPU time"
         elif code == -signal.SIGXFSZ:
-            status = RunStatus.KILLED
+            status = Outcome.KILLED
             reason = f"file size: wrote a file larger than {limits.file_size_mb} MB"
         else:
-            status, reason = RunStatus.FAILED, procs.describe_exit(code)
+            status, reason = Outcome.FAILED, procs.describe_exit(code)
         tests = read_junit_counts(self.plan.report_path) if self.plan.report_path else None
         return RunResult(
             run_id=self.run_id, status=status, reason=reason, exit_code=code,

@@ -15,23 +15,21 @@ from pathlib import Path
 from policies import Policy, TaskType
 
 
-class RunStatus(str, enum.Enum):
-    """A run's lifecycle state; everything but QUEUED and RUNNING is final."""
+class Outcome(str, enum.Enum):
+    """How a run ended, as far as the worker pool can tell: the final states a worker (or
+    the supervisor, for a worker that died or a pool that closed) can report.
 
-    QUEUED = "queued"
-    RUNNING = "running"
+    Queueing, skipping and the lifecycle before the end belong to the scheduler, which maps
+    each outcome onto its own run status of the same value.
+    """
+
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     KILLED = "killed"
     REJECTED = "rejected"
-    SKIPPED = "skipped"
     INTERRUPTED = "interrupted"
     ERROR = "error"
-
-    @property
-    def is_final(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class RunResult:
     """What happened to one run. ``started_at`` is None when no process was started."""
 
     run_id: int
-    status: RunStatus
+    status: Outcome
     reason: str | None = None
     exit_code: int | None = None
     started_at: float | None = None

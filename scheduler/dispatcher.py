@@ -1,14 +1,22 @@
 """The dispatcher: one thread that sleeps until the earliest due time and fires it.
 
-It does not poll. A heap holds (due, task_id) pairs; the thread waits on a condition
-variable until the earliest due time, and every change (a task scheduled, rescheduled or
+It does not poll. A heap holds (time, task_id) pairs; the thread waits on a condition
+variable until the earliest time, and every change (a task scheduled, rescheduled or
 removed, dispatching switched on or off, shutdown) wakes it to look again. Superseded heap
-entries are skipped lazily: the authoritative due time of each task is in ``_due``.
+entries are skipped lazily: the authoritative plan of each task is in ``_due`` (the slot to
+fire) and ``_retry_at`` (when to try a failed slot again).
 
 The ``fire`` callback does the work of one slot and returns the task's next due time (or
-None). It must not block: it records the run and hands it to the executor. The sleep is
-capped at ``MAX_SLEEP`` seconds only so that a jump of the wall clock (due times are wall
-clock, since schedules are) is noticed; that cap costs one wake-up a minute when idle.
+None). It must not block: it records the run and hands it to the executor. A callback that
+raises (the store could not be written) leaves its slot planned again, to be retried after
+a back-off that starts at ``RETRY_FIRST`` seconds and doubles up to ``RETRY_MAX`` per
+consecutive failure of that task, so a broken store is neither hammered nor forgotten; the
+callback must therefore be safe to call again with the same slot. The sleep is capped at
+``MAX_SLEEP`` seconds only so that a jump of the wall clock (due times are wall clock,
+since schedules are) is noticed; that cap costs one wake-up a minute when idle.
+
+Lifecycle: ``open(fire)`` starts the thread, ``close()`` ends it. ``set_active`` switches
+firing on and off in between (the scheduler's ``start``/``stop`` actions).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0
+RETRY_FIRST = 1.0
+RETRY_MAX = 60.0
 
 FireCallback = Callable[[str, float], "float | None"]
 
@@ -29,29 +39,33 @@ FireCallback = Callable[[str, float], "float | None"]
 class Dispatcher:
     """Fires each task's due slots in time order (see the module docstring)."""
 
-    def __init__(self, fire: FireCallback, *, clock: Callable[[], float] = time.time):
-        self._fire = fire
+    def __init__(self, *, clock: Callable[[], float] = time.time):
+        self._fire: FireCallback = lambda task_id, due: None
         self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
         self._touched: set[str] = set()
         self._active = False
-        self._stopping = False
+        self._closing = False
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
+    def open(self, fire: FireCallback) -> None:
+        """Start the thread; it calls ``fire(task_id, slot)`` for each due slot while active."""
+        self._fire = fire
         self._thread.start()
 
-    def stop(self) -> None:
+    def close(self, timeout: float | None = 5.0) -> None:
+        """End the thread (a callback in progress finishes first); wait up to ``timeout``."""
         with self._cond:
-            self._stopping = True
+            self._closing = True
             self._cond.notify()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     # -- control ------------------------------------------------------------------------
 
@@ -62,16 +76,16 @@ class Dispatcher:
             self._cond.notify()
 
     def schedule(self, task_id: str, due: float | None) -> None:
-        """Set (or with None, clear) the next due time of ``task_id``."""
+        """Set (or with None, clear) the next due time of ``task_id``; a pending retry of a
+        failed slot of the task is superseded."""
         with self._cond:
             self._touched.add(task_id)
+            self._retry_at.pop(task_id, None)
             if due is None:
                 self._due.pop(task_id, None)
+                self._failures.pop(task_id, None)
                 return
-            self._due[task_id] = due
-            heapq.heappush(self._heap, (due, task_id))
-            if self._heap[0] == (due, task_id):
-                self._cond.notify()
+            self._plan(task_id, due, due)
             if len(self._heap) > 2 * len(self._due) + 64:
                 self._compact()
 
@@ -80,37 +94,74 @@ class Dispatcher:
         with self._cond:
             self._touched.update(self._due, items)
             self._due = dict(items)
+            self._retry_at.clear()
+            self._failures.clear()
             self._heap = [(due, task_id) for task_id, due in items.items()]
             heapq.heapify(self._heap)
             self._cond.notify()
 
     def due(self, task_id: str) -> float | None:
+        """The slot ``task_id`` fires next (also while a failed slot waits for its retry)."""
         with self._cond:
             return self._due.get(task_id)
 
+    # -- the plan (callers hold the condition's lock) -----------------------------------
+
+    def _when(self, task_id: str) -> float | None:
+        """When the task's planned slot is to be fired: the slot, or its retry time."""
+        return self._retry_at.get(task_id, self._due.get(task_id))
+
+    def _plan(self, task_id: str, due: float, at: float) -> None:
+        self._due[task_id] = due
+        if at != due:
+            self._retry_at[task_id] = at
+        heapq.heappush(self._heap, (at, task_id))
+        if self._heap[0] == (at, task_id):
+            self._cond.notify()
+
     def _compact(self) -> None:
-        self._heap = [(due, tid) for tid, due in self._due.items()]
+        self._heap = [(self._when(tid), tid) for tid in self._due]
         heapq.heapify(self._heap)
 
-    # -- the thread ---------------------------------------------------------------------
-
     def _pop_due(self, now: float) -> list[tuple[str, float]]:
-        """Remove and return every (task_id, due) whose time has come."""
+        """Remove and return every (task_id, slot) whose time has come."""
         fired = []
         while self._heap and self._heap[0][0] <= now:
-            due, task_id = heapq.heappop(self._heap)
-            if self._due.get(task_id) == due:
-                del self._due[task_id]
-                fired.append((task_id, due))
+            at, task_id = heapq.heappop(self._heap)
+            if self._when(task_id) == at:
+                self._retry_at.pop(task_id, None)
+                fired.append((task_id, self._due.pop(task_id)))
         return fired
+
+    def _replan(self, task_id: str, next_due: float | None) -> None:
+        """After a callback: plan its return value, unless a change made while it ran
+        (reschedule, cancel) superseded it."""
+        if task_id in self._touched:
+            return
+        self._failures.pop(task_id, None)
+        if next_due is not None:
+            self._plan(task_id, next_due, next_due)
+
+    def _retry(self, task_id: str, due: float) -> tuple[int, float] | None:
+        """After a failed callback: plan the same slot again after a back-off; return how
+        many times in a row the task failed and the delay (None if superseded meanwhile)."""
+        if task_id in self._touched:
+            return None
+        failures = self._failures.get(task_id, 0) + 1
+        self._failures[task_id] = failures
+        delay = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+        self._plan(task_id, due, max(self._clock(), due) + delay)
+        return failures, delay
+
+    # -- the thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    if self._stopping:
+                    if self._closing:
                         return
-                    while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+                    while self._heap and self._when(self._heap[0][1]) != self._heap[0][0]:
                         heapq.heappop(self._heap)
                     if self._active and self._heap:
                         delay = self._heap[0][0] - self._clock()
@@ -124,12 +175,26 @@ class Dispatcher:
             for task_id, due in batch:
                 try:
                     next_due = self._fire(task_id, due)
-                except Exception:  # one task's failure never stops the others: log it whole
-                    log.exception("firing task %r at %s failed", task_id, due)
-                    continue
-                if next_due is not None:
+                except Exception as exc:  # one task's failure never stops the others, nor loses its slot
                     with self._cond:
-                        # A change made while the callback ran (reschedule, cancel) wins.
-                        if task_id not in self._touched:
-                            self._due[task_id] = next_due
-                            heapq.heappush(self._heap, (next_due, task_id))
+                        retry = self._retry(task_id, due)
+                    _log_failure(task_id, due, retry, exc)
+                    continue
+                with self._cond:
+                    self._replan(task_id, next_due)
+
+
+def _log_failure(task_id: str, due: float, retry: tuple[int, float] | None,
+                 exc: Exception) -> None:
+    """The first failure in a row is logged whole; repeats (a store that is still down)
+    in one line each."""
+    if retry is None:
+        log.exception("firing task %r at %s failed; the task was rescheduled meanwhile",
+                      task_id, due)
+        return
+    failures, delay = retry
+    if failures == 1:
+        log.exception("firing task %r at %s failed; retrying in %g s", task_id, due, delay)
+    else:
+        log.warning("firing task %r at %s failed again (%d times in a row: %s); retrying in %g s",
+                    task_id, due, failures, exc, delay)

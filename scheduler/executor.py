@@ -2,6 +2,11 @@
 
 The local :class:`sandbox.pool.WorkerPool` implements it; a distributed executor, or a fake
 one in tests, can take its place without the scheduler changing.
+
+Lifecycle: ``open(on_started, on_result)`` → ``submit()``... → ``close(grace)``. ``open`` and
+``close`` are the words every long-lived component of the server uses for acquiring and
+releasing its threads and processes; ``start``/``stop`` are reserved for the scheduler's
+actions that switch dispatching on and off.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from sandbox.types import RunRequest, RunResult
 class Executor(Protocol):
     size: int
 
-    def start(self, on_started: Callable[[int, float, int], None],
-              on_result: Callable[[RunResult], None]) -> None:
+    def open(self, on_started: Callable[[int, float, int], None],
+             on_result: Callable[[RunResult], None]) -> None:
         """Begin accepting runs; report each start and each result through the callbacks."""
 
     def submit(self, request: RunRequest) -> None:
-        """Queue a run without blocking."""
+        """Queue a run without blocking; raise :class:`sandbox.errors.PoolClosed` once closing."""
 
     def alive(self) -> int:
         """How many workers can run jobs now."""
@@ -32,7 +37,6 @@ class Executor(Protocol):
 
     def queued(self) -> int: ...
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop taking runs; let running ones end within ``grace`` seconds, then cancel them."""
-
-    def join(self, timeout: float = 10.0) -> None: ...
+    def close(self, grace: float = 10.0) -> None:
+        """Stop taking runs; let running ones end within ``grace`` seconds, cancel the rest,
+        and return once the executor has stopped (reporting each unfinished run's result)."""

@@ -6,12 +6,41 @@ import enum
 from dataclasses import dataclass, field
 
 from policies import TaskType
-from sandbox.types import RunStatus, TestCounts
+from sandbox.types import Outcome, TestCounts
 
 from .grammar import Schedule
 
 __all__ = ["Misfire", "Overlap", "Run", "RunStatus", "Task", "TaskSpec", "TaskType", "Trigger",
-           "TestCounts", "SchedulerStatus"]
+           "TestCounts", "SchedulerStatus", "task_state"]
+
+
+class RunStatus(str, enum.Enum):
+    """A run's whole lifecycle: ``queued`` → ``running`` → a final status.
+
+    The final statuses are the sandbox's :class:`sandbox.types.Outcome` values (same
+    strings) plus ``skipped``, which the scheduler records for a slot it did not run. The
+    values are what clients see in run records.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> "RunStatus":
+        """The run status a sandbox outcome ends a run in."""
+        return cls(outcome.value)
 
 
 class Overlap(str, enum.Enum):
@@ -78,6 +107,23 @@ class Task:
     def exhausted(self) -> bool:
         """True once ``max_runs`` scheduled runs have been fired."""
         return self.spec.max_runs is not None and self.runs_fired >= self.spec.max_runs
+
+    def following(self, after: float) -> float | None:
+        """The task's first slot strictly after ``after``, or None if it fires no more
+        (paused, ``max_runs`` reached, or past ``until``)."""
+        if self.paused or self.exhausted:
+            return None
+        slot = self.schedule.next_slot(self.anchor, after)
+        if self.spec.until is not None and slot > self.spec.until:
+            return None
+        return slot
+
+
+def task_state(task: Task, next_run: float | None) -> str:
+    """``paused``, ``scheduled`` (it has a next run) or ``finished`` (it fires no more)."""
+    if task.paused:
+        return "paused"
+    return "scheduled" if next_run is not None else "finished"
 
 
 @dataclass

@@ -1,9 +1,15 @@
 """The scheduler service: the task registry, its lifecycle, and the actions clients call.
 
 Tasks live in memory (the source for ``list``) and in the store (the source after a
-restart). Every change is written to the store before it is acknowledged. Firing,
-overlap, rate limits and run results are handled in :mod:`scheduler.firing`, which this
-class mixes in; this module holds the registry and the actions.
+restart). Every change is written to the store before it is acknowledged. The scheduler
+owns the tasks and their place in time (next slot, checkpoint, runs fired) and decides
+when each fires; the :class:`scheduler.dispatcher.Dispatcher` it is given wakes it for each
+due slot, and its :class:`scheduler.launcher.Launcher` turns slots into runs (overlap, rate
+limit, results).
+
+Lifecycle: ``open()`` loads the store and opens the launcher (and so the executor) and the
+dispatcher; ``close()`` closes them. In between, the ``start``/``stop`` actions switch
+dispatching on and off: those two words mean only that here.
 """
 
 from __future__ import annotations
@@ -18,15 +24,13 @@ from typing import Any
 
 from policies import Policy, TaskType
 from sandbox.launch import check_request
-from sandbox.types import RunRequest
 
 from .dispatcher import Dispatcher
 from .errors import InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, TaskExists, TaskNotFound
 from .executor import Executor
-from .firing import FiringMixin
 from .grammar import IntervalSchedule, Schedule, parse_interval
+from .launcher import Launcher, run_request
 from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
-from .ratelimit import SlidingWindow
 from .store import Store, spec_from_json
 
 log = logging.getLogger(__name__)
@@ -47,12 +51,17 @@ class SchedulerConfig:
     autostart: bool = False
 
 
-class Scheduler(FiringMixin):
-    """The task registry and its actions. Lifecycle: ``open()`` → actions → ``close()``."""
+class Scheduler:
+    """The task registry and its actions. Lifecycle: ``open()`` → actions → ``close()``.
+
+    ``dispatcher`` defaults to a :class:`Dispatcher` on ``clock``; a test may pass its own
+    (it is opened with this scheduler's fire callback). The scheduler's lock is taken
+    before the launcher's, never after it.
+    """
 
     def __init__(self, store: Store, executor: Executor, policy: Callable[[], Policy], *,
-                 config: SchedulerConfig = SchedulerConfig(), clock: Callable[[], float] = time.time,
-                 tz: tzinfo | None = None):
+                 dispatcher: Dispatcher | None = None, config: SchedulerConfig = SchedulerConfig(),
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None):
         self.store = store
         self.executor = executor
         self.policy = policy
@@ -63,13 +72,16 @@ class Scheduler(FiringMixin):
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
         self._running = False
-        self._dispatcher = Dispatcher(self._fire, clock=clock)
-        self._init_firing(SlidingWindow(policy().rate_limits.runs_per_minute))
+        self._dispatcher = dispatcher or Dispatcher(clock=clock)
+        self._launcher = Launcher(store, executor, policy, clock=clock,
+                                  history_per_task=config.history_per_task,
+                                  history_max_bytes=config.history_max_bytes)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Load the store, settle what the last process left, start executor and dispatcher."""
+        """Load the store, settle what the last process left, open the launcher (and with it
+        the executor) and the dispatcher."""
         interrupted = self.store.interrupt_unfinished("the server stopped while the run was active")
         if interrupted:
             log.warning("marked %d runs from the previous server process as interrupted", interrupted)
@@ -85,23 +97,21 @@ class Scheduler(FiringMixin):
                           row["task_id"], exc.message)
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
-        self.executor.start(self._on_started, self._on_result)
+        self._launcher.open()
         if was_running:
             self._catch_up(now)
         elif running:
             self._resume_all(now)
         self._running = running
         self.store.set_running(running)
-        self._dispatcher.start()
+        self._dispatcher.open(self._fire)
         self._dispatcher.set_active(running)
         log.info("loaded %d tasks; scheduler %s", len(self._tasks), "running" if running else "stopped")
 
     def close(self, grace: float | None = None) -> None:
         """Stop dispatching, let running jobs end within ``grace`` seconds, then stop them."""
-        self._dispatcher.stop()
-        self._dispatcher.join(5)
-        self.executor.stop(self.config.shutdown_grace if grace is None else grace)
-        self.executor.join(15)
+        self._dispatcher.close()
+        self._launcher.close(self.config.shutdown_grace if grace is None else grace)
         self.store.close()
 
     def _catch_up(self, now: float) -> None:
@@ -120,7 +130,8 @@ class Scheduler(FiringMixin):
                     log.info("task %r missed runs while the server was down; skipping them "
                              "(misfire: skip)", task.task_id)
         for task, missed in catch_ups:
-            self._launch(task, Trigger.CATCH_UP, missed, counted=True)
+            with self._lock:
+                self._count(task, missed, self._launcher.launch(task, Trigger.CATCH_UP, missed))
         self._resume_all(now)
 
     def _resume_all(self, now: float) -> None:
@@ -135,7 +146,7 @@ class Scheduler(FiringMixin):
         with self._lock:
             due = {}
             for task in self._tasks.values():
-                task.next_run = self._following(task, now)
+                task.next_run = task.following(now)
                 if task.next_run is not None:
                     due[task.task_id] = task.next_run
         self._dispatcher.schedule_many(due)
@@ -185,7 +196,7 @@ class Scheduler(FiringMixin):
             task = Task(task_id=task_id, spec=spec, schedule=schedule, created_at=now,
                         updated_at=now, anchor=_anchor(spec, schedule, now),
                         checkpoint=round(now, 3))
-            task.next_run = self._following(task, now)
+            task.next_run = task.following(now)
             self.store.save_task(task)
         except BaseException:
             with self._lock:
@@ -212,7 +223,7 @@ class Scheduler(FiringMixin):
             if "interval" in changes or "start_at" in changes:
                 updated.anchor = _anchor(spec, schedule, now)
                 updated.checkpoint = round(now, 3)
-            updated.next_run = self._following(updated, max(now, updated.checkpoint))
+            updated.next_run = updated.following(max(now, updated.checkpoint))
             self.store.save_task(updated)
             self._tasks[task_id] = updated
             self._dispatcher.schedule(task_id, updated.next_run)
@@ -224,7 +235,7 @@ class Scheduler(FiringMixin):
             self._get(task_id)
             self.store.delete_task(task_id)
             del self._tasks[task_id]
-            self._forget(task_id)
+            self._launcher.forget(task_id)
             self._dispatcher.schedule(task_id, None)
 
     def set_paused(self, task_id: str, paused: bool) -> Task:
@@ -237,9 +248,39 @@ class Scheduler(FiringMixin):
                 task.checkpoint = now
                 task.updated_at = now
                 self.store.save_task(task)
-            task.next_run = self._following(task, now)
+            task.next_run = task.following(now)
             self._dispatcher.schedule(task_id, task.next_run)
             return task
+
+    def run_now(self, task_id: str) -> int:
+        """Run a task now, also while the scheduler is stopped (within the rate limit).
+        A manual run leaves the task's schedule and ``runs_fired`` alone."""
+        with self._lock:
+            return self._launcher.run_now(self._get(task_id))
+
+    # -- firing -------------------------------------------------------------------------
+
+    def _fire(self, task_id: str, slot: float) -> float | None:
+        """Dispatcher callback for one due slot; returns the task's next due time.
+
+        If the store fails, the exception leaves ``next_run`` at ``slot`` so that the
+        dispatcher's retry of the same slot is accepted; the store's unique slot key makes
+        that retry launch nothing twice."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.paused or not self._running or task.next_run != slot:
+                return None
+            self._count(task, slot, self._launcher.fire(task, slot))
+            # From now, not from the slot: a fire late by more than a period (a suspended
+            # machine, a clock jump) resumes at the next future slot instead of a burst.
+            task.next_run = task.following(max(slot, self.clock()))
+            return task.next_run
+
+    def _count(self, task: Task, slot: float, run_id: int | None) -> None:
+        """Record that ``slot`` has been dealt with (and a run fired, if ``run_id``)."""
+        task.runs_fired += run_id is not None
+        task.checkpoint = max(task.checkpoint, slot)
+        self.store.save_progress(task.task_id, task.runs_fired, task.checkpoint)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -255,7 +296,7 @@ class Scheduler(FiringMixin):
         """The next run as a client should see it: while stopped, the next future slot."""
         if self._running:
             return task.next_run
-        return self._following(task, max(self.clock(), task.checkpoint))
+        return task.following(max(self.clock(), task.checkpoint))
 
     def runs(self, task_id: str | None = None, limit: int = 20) -> list[Run]:
         if task_id is not None:
@@ -315,15 +356,8 @@ class Scheduler(FiringMixin):
                                      field=name, code="unused_field")
         if spec.until is not None and spec.until <= now:
             raise InvalidRequest("'until' is in the past; give a future time", field="until")
-        check_request(self._request(spec, run_id=0, task_id="check"))
+        check_request(run_request(spec, self.policy(), run_id=0, task_id="check"))
         return schedule
-
-    def _request(self, spec: TaskSpec, run_id: int, task_id: str,
-                 scheduled_for: float | None = None) -> RunRequest:
-        return RunRequest(run_id=run_id, task_id=task_id, task_type=spec.task_type,
-                          policy=self.policy(), command=spec.command, file_path=spec.file_path,
-                          custom_script=spec.custom_script, working_dir=spec.working_dir,
-                          env=dict(spec.env), timeout=spec.timeout, scheduled_for=scheduled_for)
 
 
 def _anchor(spec: TaskSpec, schedule: Schedule, now: float) -> float:

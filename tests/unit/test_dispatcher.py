@@ -73,12 +73,11 @@ def recorder():
 
 @pytest.fixture
 def dispatcher(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
     yield d
-    d.stop()
-    d.join(2)
-    assert not d._thread.is_alive(), "dispatcher thread still running after stop()"
+    d.close(2)
+    assert not d._thread.is_alive(), "dispatcher thread still running after close()"
 
 
 def test_does_not_fire_while_inactive_and_fires_once_active(dispatcher, recorder):
@@ -226,40 +225,156 @@ def test_an_exception_in_the_callback_is_logged_and_the_loop_goes_on(dispatcher,
     [record] = logged()
     assert record.levelno == logging.ERROR and "'bad'" in record.getMessage()
     assert record.exc_info and isinstance(record.exc_info[1], RuntimeError)
-    assert dispatcher.due("bad") is None  # a failed fire is not rescheduled
+    assert dispatcher.due("bad") == T0 - 10  # the failed slot stays planned, for a retry
 
     # the thread is still alive and serving later entries
     dispatcher.schedule("later", T0)
     assert recorder.wait_for(3)[-1] == ("later", T0)
 
 
-def test_stop_ends_the_thread_promptly_while_waiting_far_ahead(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
+def test_a_failed_slot_is_retried_after_a_growing_back_off(dispatcher, recorder, clock, caplog):
+    outcomes = iter([RuntimeError("store down"), RuntimeError("still down"), T0 + 100,
+                     RuntimeError("down again"), None])
+
+    def flaky(due):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    recorder.plan["a"] = flaky
+    dispatcher.schedule("a", T0 - 10)
+    dispatcher.set_active(True)
+    recorder.wait_for(1)
+    wait_until(lambda: dispatcher.due("a") == T0 - 10, timeout=DEADLINE,
+               message="the retry to be planned")
+
+    def fires_of_a():
+        return [f for f in recorder.snapshot() if f[0] == "a"]
+
+    def move_and_check(now, barrier):
+        """Move the clock, then wait for a barrier slot fired after anything due by now."""
+        clock.now = now
+        dispatcher.schedule(barrier, T0 - 100)
+        recorder.wait_fired(barrier)
+
+    # The first retry waits RETRY_FIRST (1 s) from the failure; the slot is the same.
+    move_and_check(T0 + 0.999, "b1")
+    assert fires_of_a() == [("a", T0 - 10)]
+    move_and_check(T0 + 1, "b2")
+    wait_until(lambda: len(fires_of_a()) == 2, timeout=DEADLINE, message="the first retry")
+    assert fires_of_a() == [("a", T0 - 10)] * 2
+    # It failed again: the next try is 2 s later, then it succeeds and plans its next slot.
+    move_and_check(T0 + 2.999, "b3")
+    assert len(fires_of_a()) == 2
+    move_and_check(T0 + 3, "b4")
+    wait_until(lambda: dispatcher.due("a") == T0 + 100, timeout=DEADLINE,
+               message="the next slot after the successful retry")
+    assert fires_of_a() == [("a", T0 - 10)] * 3
+
+    # Success resets the back-off: a new failure is retried after 1 s again.
+    move_and_check(T0 + 100, "b5")
+    wait_until(lambda: len(fires_of_a()) == 4, timeout=DEADLINE, message="the next slot")
+    wait_until(lambda: dispatcher._retry_at.get("a") == T0 + 101, timeout=DEADLINE,
+               message="a retry after one second")
+    assert dispatcher.due("a") == T0 + 100
+    move_and_check(T0 + 101, "b6")
+    wait_until(lambda: len(fires_of_a()) == 5, timeout=DEADLINE, message="the retry")
+    assert fires_of_a()[-1] == ("a", T0 + 100)
+    assert dispatcher.due("a") is None
+
+
+def test_the_back_off_is_capped(clock):
+    failures = []
+
+    def always_fails(task_id, due):
+        failures.append(clock.now)
+        raise RuntimeError("store down")
+
+    d = Dispatcher(clock=clock)
+    d.open(always_fails)
+    try:
+        d.schedule("a", T0)
+        d.set_active(True)
+        expected = [T0]
+        for delay in [1, 2, 4, 8, 16, 32, 60, 60]:
+            wait_until(lambda: len(failures) == len(expected), timeout=DEADLINE,
+                       message=f"failure {len(expected)}")
+            wait_until(lambda: d._retry_at.get("a") is not None, timeout=DEADLINE)
+            assert d._retry_at["a"] == clock.now + delay
+            clock.now += delay
+            expected.append(clock.now)
+            d.set_active(True)
+        wait_until(lambda: len(failures) == len(expected), timeout=DEADLINE)
+        assert failures == expected and d.due("a") == T0
+    finally:
+        d.close(2)
+
+
+def test_rescheduling_a_failed_task_supersedes_its_retry(dispatcher, recorder, clock):
+    def boom(due):
+        raise RuntimeError("store down")
+
+    recorder.plan["a"] = boom
+    dispatcher.schedule("a", T0 - 10)
+    dispatcher.set_active(True)
+    recorder.wait_fired("a")
+    wait_until(lambda: dispatcher.due("a") == T0 - 10, timeout=DEADLINE,
+               message="the retry to be planned")
+    dispatcher.schedule("a", T0 + 50)  # e.g. the task was updated meanwhile
+    recorder.plan.pop("a")
+    clock.now = T0 + 10
+    dispatcher.schedule("barrier", T0)
+    recorder.wait_fired("barrier")
+    assert recorder.snapshot() == [("a", T0 - 10), ("barrier", T0)]
+    assert dispatcher.due("a") == T0 + 50
+    clock.now = T0 + 50
+    dispatcher.set_active(True)
+    assert recorder.wait_for(3)[-1] == ("a", T0 + 50)
+
+
+def test_cancelling_a_failed_task_drops_its_retry(dispatcher, recorder, clock):
+    def boom(due):
+        raise RuntimeError("store down")
+
+    recorder.plan["a"] = boom
+    dispatcher.schedule("a", T0 - 10)
+    dispatcher.set_active(True)
+    recorder.wait_fired("a")
+    wait_until(lambda: dispatcher.due("a") == T0 - 10, timeout=DEADLINE,
+               message="the retry to be planned")
+    dispatcher.schedule("a", None)  # e.g. the task was removed or paused
+    clock.now = T0 + 100
+    dispatcher.schedule("barrier", T0)
+    recorder.wait_fired("barrier")
+    assert recorder.snapshot() == [("a", T0 - 10), ("barrier", T0)]
+    assert dispatcher.due("a") is None
+
+
+def test_close_ends_the_thread_promptly_while_waiting_far_ahead(clock, recorder):
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
     d.schedule("far", T0 + 10 * 365 * 86400)
     d.set_active(True)
     wait_until(lambda: d.due("far") is not None, timeout=DEADLINE)
     started = time.monotonic()
-    d.stop()
-    d.join(1.0)
+    d.close(1.0)
     assert not d._thread.is_alive()
     assert time.monotonic() - started < 1.0
     assert recorder.snapshot() == []
 
 
-def test_stop_ends_an_inactive_idle_thread_promptly(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
-    d.stop()
-    d.join(1.0)
+def test_close_ends_an_inactive_idle_thread_promptly(clock, recorder):
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
+    d.close(1.0)
     assert not d._thread.is_alive()
 
 
-def test_nothing_fires_after_stop(clock, recorder):
-    d = Dispatcher(recorder, clock=clock)
-    d.start()
-    d.stop()
-    d.join(1.0)
+def test_nothing_fires_after_close(clock, recorder):
+    d = Dispatcher(clock=clock)
+    d.open(recorder)
+    d.close(1.0)
     d.schedule("a", T0 - 1)
     d.set_active(True)
     assert not d._thread.is_alive()

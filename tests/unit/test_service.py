@@ -1,34 +1,40 @@
-"""Unit tests for scheduler.service (and the firing mixin): the task registry and its actions.
+"""Unit tests for scheduler.service and scheduler.launcher: the task registry, its actions,
+and the runs they launch.
 
-The scheduler runs against a real SQLite store under ``tmp_path``, a fake executor that only
-records what it is given (tests report starts and results through the callbacks the
-scheduler handed to ``start``) and a clock that moves only when a test moves it.
+The scheduler runs against a real SQLite store under ``tmp_path`` (one that a test can make
+fail on demand), a fake executor that only records what it is given (tests report starts
+and results through the callbacks the scheduler handed to ``open``) and a clock that moves
+only when a test moves it.
 
-Timing never depends on the dispatcher thread: tests call ``_fire(task_id, slot)`` with
-``slot = task.next_run``, which is the dispatcher's contract. To keep that deterministic the
-harness swaps the scheduler's dispatcher for a recording stub before ``open()`` (a real one
-would fire on its own whenever any action woke it while the fake clock was past a due time);
-``test_real_dispatcher_fires_due_slots`` checks the wiring with the real thread.
+Timing never depends on the dispatcher thread: the harness gives the scheduler a recording
+stub dispatcher (a real one would fire on its own whenever any action woke it while the
+fake clock was past a due time), and tests fire a slot through the callback the scheduler
+opened it with, with ``slot = task.next_run``, which is the dispatcher's contract. The tests
+under "the real dispatcher" check the wiring with the real thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.views import task_state
 from policies import PathNotAllowed, TaskType, default_policy
-from sandbox.types import RunRequest, RunResult, RunStatus
+from sandbox.types import Outcome, RunRequest, RunResult
+from scheduler import dispatcher as dispatcher_module
+from scheduler.dispatcher import Dispatcher
 from scheduler.errors import (
-    InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, TaskExists, TaskNotFound,
+    InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, StoreError, TaskExists,
+    TaskNotFound,
 )
-from scheduler.models import Misfire, Overlap, TaskSpec, Trigger
+from scheduler.models import Misfire, Overlap, RunStatus, TaskSpec, Trigger, task_state
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
 from tests.helpers import wait_until
@@ -63,18 +69,17 @@ class FakeExecutor:
         self.submitted: list[RunRequest] = []
         self.on_started = None
         self.on_result = None
-        self.stopped_with: float | None = None
-        self.joined = False
+        self.closed_with: float | None = None
 
     # the protocol
-    def start(self, on_started, on_result) -> None:
+    def open(self, on_started, on_result) -> None:
         self.on_started, self.on_result = on_started, on_result
 
     def submit(self, request: RunRequest) -> None:
         self.submitted.append(request)
 
     def alive(self) -> int:
-        return 0 if self.stopped_with is not None else self.size
+        return 0 if self.closed_with is not None else self.size
 
     def busy(self) -> int:
         return 1
@@ -85,11 +90,8 @@ class FakeExecutor:
     def isolation(self) -> dict | None:
         return {"level": "process", "layers": ["process-group"]}
 
-    def stop(self, grace: float = 10.0) -> None:
-        self.stopped_with = grace
-
-    def join(self, timeout: float = 10.0) -> None:
-        self.joined = True
+    def close(self, grace: float = 10.0) -> None:
+        self.closed_with = grace
 
     # driving it from a test
     @property
@@ -99,7 +101,7 @@ class FakeExecutor:
     def report_start(self, run_id: int, started_at: float) -> None:
         self.on_started(run_id, started_at, 4242)
 
-    def finish(self, run_id: int, status: RunStatus = RunStatus.SUCCEEDED, *,
+    def finish(self, run_id: int, status: Outcome = Outcome.SUCCEEDED, *,
                started_at: float | None = None, finished_at: float | None = None,
                **fields) -> None:
         self.on_result(RunResult(run_id=run_id, status=status, started_at=started_at,
@@ -107,21 +109,24 @@ class FakeExecutor:
 
 
 class StubDispatcher:
-    """Stands in for scheduler.dispatcher.Dispatcher: records due times, never fires."""
+    """Stands in for scheduler.dispatcher.Dispatcher: records due times, fires only when a
+    test calls ``fire``."""
 
     def __init__(self):
         self.due_times: dict[str, float] = {}
         self.active = False
-        self.started = self.stopped = False
+        self.callback = None
+        self.closed = False
 
-    def start(self) -> None:
-        self.started = True
+    def open(self, fire) -> None:
+        self.callback = fire
 
-    def stop(self) -> None:
-        self.stopped = True
+    def close(self, timeout: float | None = 5.0) -> None:
+        self.closed = True
 
-    def join(self, timeout: float | None = None) -> None:
-        pass
+    def fire(self, task_id: str, slot: float) -> float | None:
+        """Fire ``slot`` of ``task_id`` as the real dispatcher would."""
+        return self.callback(task_id, slot)
 
     def set_active(self, active: bool) -> None:
         self.active = active
@@ -139,6 +144,40 @@ class StubDispatcher:
         return self.due_times.get(task_id)
 
 
+class FlakyStore(Store):
+    """The real store, except that the methods named in ``broken`` raise ``error``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.broken: set[str] = set()
+        self.error: Exception = StoreError("store error: disk I/O error")
+        self.failures = 0
+
+    def break_(self, *methods: str, error: Exception | None = None) -> None:
+        self.broken = set(methods)
+        self.error = error or self.error
+
+    def repair(self) -> None:
+        self.broken = set()
+
+    def _check(self, method: str) -> None:
+        if method in self.broken:
+            self.failures += 1
+            raise self.error
+
+    def insert_run(self, *args, **kwargs):
+        self._check("insert_run")
+        return super().insert_run(*args, **kwargs)
+
+    def save_progress(self, *args, **kwargs):
+        self._check("save_progress")
+        return super().save_progress(*args, **kwargs)
+
+    def finish_run(self, *args, **kwargs):
+        self._check("finish_run")
+        return super().finish_run(*args, **kwargs)
+
+
 class Harness:
     """One scheduler (real store, fake executor, fake clock) and helpers to drive it."""
 
@@ -152,12 +191,10 @@ class Harness:
         self.policy_value = default_policy(base_dir=base)
         if rate_limits:
             self.set_rate_limits(**rate_limits)
-        self.store = Store(self.db)
+        self.store = FlakyStore(self.db)
+        self.dispatcher = Dispatcher(clock=self.clock) if real_dispatcher else StubDispatcher()
         self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
-                               config=config, clock=self.clock)
-        self.dispatcher = self.sched._dispatcher
-        if not real_dispatcher:
-            self.dispatcher = self.sched._dispatcher = StubDispatcher()
+                               dispatcher=self.dispatcher, config=config, clock=self.clock)
         self.closed = False
 
     def set_rate_limits(self, **changes) -> None:
@@ -179,8 +216,7 @@ class Harness:
     def crash(self) -> None:
         """Die without any shutdown: only the database connection goes (as with kill -9)."""
         self.closed = True
-        self.sched._dispatcher.stop()
-        self.sched._dispatcher.join(5)
+        self.dispatcher.close()
         self.store.close()
 
     # actions
@@ -192,7 +228,7 @@ class Harness:
         slot = self.sched.task(task_id).next_run
         assert slot is not None, f"{task_id} has no next run"
         self.clock.now = slot + late
-        return slot, self.sched._fire(task_id, slot)
+        return slot, self.dispatcher.fire(task_id, slot)
 
     def runs(self, task_id: str | None = "t1"):
         """The task's runs, oldest first."""
@@ -349,8 +385,8 @@ def test_a_very_late_fire_resumes_at_the_next_future_slot(h):
 def test_firing_the_same_slot_twice_runs_it_once(h):
     h.create()
     slot, _ = h.fire()
-    assert h.sched._fire("t1", slot) is None
-    assert h.sched._fire("t1", slot - P) is None  # an older, stale due time
+    assert h.dispatcher.fire("t1", slot) is None
+    assert h.dispatcher.fire("t1", slot - P) is None  # an older, stale due time
     assert len(h.executor.submitted) == 1
     assert len(h.runs()) == 1
     assert h.sched.task("t1").runs_fired == 1
@@ -368,7 +404,7 @@ def test_a_slot_already_recorded_in_the_store_is_not_run_again(h):
 
 
 def test_fire_ignores_unknown_tasks(h):
-    assert h.sched._fire("ghost", T0) is None
+    assert h.dispatcher.fire("ghost", T0) is None
 
 
 def test_the_request_carries_the_task_and_the_policy(h):
@@ -497,7 +533,7 @@ def test_max_runs_exhausts_the_task(h):
     assert following is None and task.next_run is None
     assert task.exhausted and task.runs_fired == 3
     assert task_state(task, h.sched.display_next_run(task)) == "finished"
-    assert h.sched._fire("t1", slot + P) is None
+    assert h.dispatcher.fire("t1", slot + P) is None
     assert len(h.executor.submitted) == 3
     assert h.store.load_tasks()[0]["runs_fired"] == 3
 
@@ -530,7 +566,7 @@ def test_pause_and_resume(h):
     assert task_state(task, h.sched.display_next_run(task)) == "paused"
 
     h.clock.now = T0 + 2 * P
-    assert h.sched._fire("t1", T0 + 2 * P) is None  # a due time handed out before the pause
+    assert h.dispatcher.fire("t1", T0 + 2 * P) is None  # a due time handed out before the pause
     assert len(h.executor.submitted) == 1
 
     h.clock.now = T0 + 4 * P + 30  # resume between two slots
@@ -608,7 +644,7 @@ def test_remove_deletes_the_task_and_its_runs(h):
     assert [r["task_id"] for r in h.store.load_tasks()] == ["other"]
     assert h.runs("t1") == []
     assert {r.task_id for r in h.runs(None)} == {"other"}
-    assert h.sched._fire("t1", T0 + 3 * P) is None
+    assert h.dispatcher.fire("t1", T0 + 3 * P) is None
     h.executor.finish(h.executor.ids[1])  # the active run ends unrecorded, quietly
     assert h.runs("t1") == []
 
@@ -624,7 +660,7 @@ def test_stop_halts_firing_and_start_resumes_without_catching_up(h):
     assert h.store.is_running() is False
     pending = h.sched.task("t1").next_run
     h.clock.now = T0 + 10 * P
-    assert h.sched._fire("t1", pending) is None
+    assert h.dispatcher.fire("t1", pending) is None
     assert len(h.executor.submitted) == 1
     task = h.sched.task("t1")
     assert h.sched.display_next_run(task) == T0 + 11 * P  # what a client sees while stopped
@@ -774,7 +810,7 @@ def test_state_survives_a_clean_restart(make):
     first.create("p", interval="every 5 minutes")
     first.sched.set_paused("p", True)
     first.close()
-    assert first.executor.stopped_with == 0 and first.executor.joined
+    assert first.executor.closed_with == 0
 
     second = make(clock=first.clock).open(start=False)
     t1, p = second.sched.task("t1"), second.sched.task("p")
@@ -794,7 +830,7 @@ def test_started_and_result_record_lateness_and_status(h):
     assert run.status is RunStatus.RUNNING
     assert run.started_at == T0 + P + 0.25 and run.lateness_ms == 250.0
 
-    h.executor.finish(run_id, RunStatus.FAILED, exit_code=3, started_at=T0 + P + 0.25,
+    h.executor.finish(run_id, Outcome.FAILED, exit_code=3, started_at=T0 + P + 0.25,
                       finished_at=T0 + P + 2.0, stdout="out", stderr="boom")
     run = h.sched.run(run_id)
     assert run.status is RunStatus.FAILED and run.exit_code == 3
@@ -806,8 +842,8 @@ def test_a_result_without_a_start_keeps_lateness_empty(h, caplog):
     h.create()
     h.fire()
     [run_id] = h.executor.ids
-    with caplog.at_level(logging.WARNING, logger="scheduler.firing"):
-        h.executor.finish(run_id, RunStatus.REJECTED, reason="command not allowed")
+    with caplog.at_level(logging.WARNING, logger="scheduler.launcher"):
+        h.executor.finish(run_id, Outcome.REJECTED, reason="command not allowed")
     run = h.sched.run(run_id)
     assert run.status is RunStatus.REJECTED and run.reason == "command not allowed"
     assert run.lateness_ms is None and run.started_at is None
@@ -832,12 +868,12 @@ def test_history_is_pruned_to_history_per_task(make):
 
 def test_real_dispatcher_fires_due_slots(make):
     h = make(real_dispatcher=True).open()
-    thread = h.sched._dispatcher._thread
+    thread = h.dispatcher._thread
     h.create()
     h.clock.now = T0 + P
-    h.sched._dispatcher.set_active(True)  # the fake clock moved: let the thread look again
+    h.dispatcher.set_active(True)  # the fake clock moved: let the thread look again
     wait_until(lambda: len(h.executor.submitted) == 1, timeout=5, message="the first run")
-    wait_until(lambda: h.sched._dispatcher.due("t1") == T0 + 2 * P, timeout=5,
+    wait_until(lambda: h.dispatcher.due("t1") == T0 + 2 * P, timeout=5,
                message="the next slot to be planned")
     assert h.runs()[0].scheduled_for == T0 + P
     h.close()
@@ -882,3 +918,122 @@ def test_updating_start_at_reanchors(make):
     h.create()
     task = h.sched.update("t1", {"start_at": T0 + 500})
     assert task.next_run == T0 + 500
+
+
+# --- store failures ----------------------------------------------------------------------
+
+STORE_ERRORS = [StoreError("store error: disk I/O error"),
+                sqlite3.OperationalError("database is locked")]
+ERROR_IDS = ["store_error", "sqlite_error"]
+
+
+@pytest.mark.parametrize("error", STORE_ERRORS, ids=ERROR_IDS)
+@pytest.mark.parametrize("method", ["insert_run", "save_progress"])
+def test_a_fire_the_store_failed_runs_its_slot_once_when_retried(h, method, error):
+    h.create()
+    slot = h.sched.task("t1").next_run
+    h.store.break_(method, error=error)
+    h.clock.now = slot
+    with pytest.raises(type(error)):
+        h.dispatcher.fire("t1", slot)
+    # A run recorded before the failure is handed out all the same; nothing else happened.
+    assert len(h.executor.submitted) == (1 if method == "save_progress" else 0)
+    assert h.sched.task("t1").next_run == slot  # still due: the dispatcher's retry is accepted
+
+    h.store.repair()
+    h.clock.now = slot + 1  # the dispatcher retries after a back-off
+    assert h.dispatcher.fire("t1", slot) == slot + P
+    assert h.dispatcher.fire("t1", slot) is None  # a stale retry changes nothing
+    assert [r.scheduled_for for r in h.runs()] == [slot]
+    assert [r.scheduled_for for r in h.executor.submitted] == [slot]
+    [row] = h.store.load_tasks()
+    assert h.sched.task("t1").runs_fired == row["runs_fired"] == 1
+    assert row["checkpoint"] == slot
+    h.executor.finish(h.executor.ids[0])
+    assert h.fire() == (slot + P, slot + 2 * P)  # and the schedule goes on
+    assert len(h.executor.submitted) == 2
+
+
+@pytest.mark.parametrize("error", STORE_ERRORS, ids=ERROR_IDS)
+def test_a_skipped_slot_the_store_failed_is_recorded_once_when_retried(h, error):
+    h.create(overlap=Overlap.SKIP)
+    h.fire()
+    slot = h.sched.task("t1").next_run
+    h.store.break_("insert_run", error=error)
+    h.clock.now = slot
+    with pytest.raises(type(error)):
+        h.dispatcher.fire("t1", slot)
+    h.store.repair()
+    assert h.dispatcher.fire("t1", slot) == slot + P
+    assert h.dispatcher.fire("t1", slot) is None
+    assert [(r.status, r.scheduled_for) for r in h.runs()] == [
+        (RunStatus.QUEUED, slot - P), (RunStatus.SKIPPED, slot)]
+    assert len(h.executor.submitted) == 1
+
+
+def test_the_real_dispatcher_fires_a_slot_again_once_the_store_recovers(make, caplog):
+    h = make(real_dispatcher=True).open()
+    h.create()
+    h.store.break_("insert_run", error=sqlite3.OperationalError("database is locked"))
+    with caplog.at_level(logging.ERROR, logger="scheduler.dispatcher"):
+        h.clock.now = T0 + P
+        h.dispatcher.set_active(True)  # the fake clock moved: let the thread look again
+        wait_until(lambda: h.store.failures == 1, timeout=5, message="the failed fire")
+        wait_until(lambda: h.dispatcher.due("t1") == T0 + P, timeout=5,
+                   message="the failed slot to be planned again")
+    assert any("'t1'" in r.getMessage() for r in caplog.records)
+    time.sleep(0.1)  # negative check: the clock has not reached the back-off, so no retry yet
+    assert h.store.failures == 1 and h.executor.submitted == []
+
+    h.store.repair()
+    h.clock.now = T0 + P + dispatcher_module.RETRY_FIRST
+    h.dispatcher.set_active(True)
+    wait_until(lambda: len(h.executor.submitted) == 1, timeout=5, message="the retried run")
+    wait_until(lambda: h.dispatcher.due("t1") == T0 + 2 * P, timeout=5,
+               message="the next slot to be planned")
+    assert [r.scheduled_for for r in h.runs()] == [T0 + P]
+    assert h.sched.task("t1").runs_fired == 1
+
+
+@pytest.mark.parametrize("error", STORE_ERRORS, ids=ERROR_IDS)
+def test_a_result_the_store_cannot_record_still_frees_the_task(h, error):
+    h.create(overlap=Overlap.SKIP)
+    h.fire()
+    [first] = h.executor.ids
+    h.store.break_("finish_run", error=error)
+    with pytest.raises(type(error)):
+        h.executor.finish(first)  # the pool logs a callback's exception and goes on
+    h.store.repair()
+    h.fire()
+    # Not skipped as "the previous run was still active": the first run left the active set.
+    assert len(h.executor.submitted) == 2
+    assert [r.status for r in h.runs()] == [RunStatus.QUEUED, RunStatus.QUEUED]
+    h.executor.finish(h.executor.ids[1])
+    assert h.runs()[-1].status is RunStatus.SUCCEEDED
+
+
+def test_a_result_the_store_cannot_record_still_hands_out_the_waiting_run(h):
+    h.create(overlap=Overlap.QUEUE)
+    h.fire()
+    h.fire()
+    [first] = h.executor.ids
+    parked = h.runs()[-1].run_id
+    h.store.break_("finish_run")
+    with pytest.raises(StoreError):
+        h.executor.finish(first)
+    assert h.executor.ids == [first, parked]
+    h.store.repair()
+    h.executor.finish(parked)
+    h.fire()
+    assert len(h.executor.submitted) == 3  # nothing active any more: submitted at once
+
+
+# --- run statuses ------------------------------------------------------------------------
+
+def test_every_sandbox_outcome_ends_a_run_in_the_status_of_the_same_name():
+    for outcome in Outcome:
+        status = RunStatus.of(outcome)
+        assert status.value == outcome.value and status.is_final
+    assert {s for s in RunStatus if not s.is_final} == {RunStatus.QUEUED, RunStatus.RUNNING}
+    assert {s.value for s in RunStatus} - {o.value for o in Outcome} == {"queued", "running",
+                                                                         "skipped"}

@@ -11,11 +11,11 @@ import sqlite3
 import pytest
 
 from policies import TaskType
-from sandbox.types import RunResult, RunStatus
+from sandbox.types import RunResult
 from sandbox.types import TestCounts as Counts  # not "Test*": pytest would try to collect it
 from scheduler.errors import StoreError
 from scheduler.grammar import parse_interval
-from scheduler.models import Misfire, Overlap, Task, TaskSpec, Trigger
+from scheduler.models import Misfire, Overlap, RunStatus, Task, TaskSpec, Trigger
 from scheduler.store import SCHEMA_VERSION, Store, slot_key, spec_from_json, spec_to_json
 
 T0 = 1_700_000_000.0

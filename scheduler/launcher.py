@@ -1,0 +1,213 @@
+"""The launcher: turns due slots and manual requests into runs, and records their results.
+
+It owns the runs between the store and the executor: which runs are in flight, which are
+active per task, which one waits behind an active run (``overlap: queue``), and the
+policy's ``runs_per_minute`` limiter. The scheduler (:mod:`scheduler.service`) owns the
+tasks and decides *when* one fires; the launcher decides *whether* a due slot runs, waits
+or is skipped.
+
+A run becomes a row in the store *before* it is handed to the executor, keyed by
+``(task_id, slot)`` for scheduled runs, so no slot can run twice: a fire repeated after a
+store failure finds its slot recorded and launches nothing. A result is recorded in the
+store and then, whatever the store did, the run leaves the active set (and the run waiting
+behind it is handed out), so a store failure can lose a record but never block a task.
+
+Lifecycle: ``open()`` opens the executor with this launcher's callbacks, ``close(grace)``
+closes it. Locking: the launcher has its own lock; a caller may hold the scheduler's lock
+when it calls in, never the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from policies import Policy
+from sandbox.errors import PoolClosed
+from sandbox.types import Outcome, RunRequest, RunResult
+
+from .errors import RateLimited
+from .executor import Executor
+from .models import Overlap, RunStatus, Task, TaskSpec, Trigger
+from .ratelimit import SlidingWindow, retry_after_header
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_OUTPUT_EVERY = 100
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    task_id: str
+    scheduled_for: float
+    trigger: Trigger
+
+
+def run_request(spec: TaskSpec, policy: Policy, *, run_id: int, task_id: str,
+                scheduled_for: float | None = None) -> RunRequest:
+    """What a worker needs to run ``spec`` under ``policy``."""
+    return RunRequest(run_id=run_id, task_id=task_id, task_type=spec.task_type, policy=policy,
+                      command=spec.command, file_path=spec.file_path,
+                      custom_script=spec.custom_script, working_dir=spec.working_dir,
+                      env=dict(spec.env), timeout=spec.timeout, scheduled_for=scheduled_for)
+
+
+class Launcher:
+    """Runs in flight between the store and the executor (see the module docstring)."""
+
+    def __init__(self, store: Store, executor: Executor, policy: Callable[[], Policy], *,
+                 clock: Callable[[], float] = time.time, history_per_task: int = 100,
+                 history_max_bytes: int = 256 * 1024 * 1024):
+        self._store = store
+        self._executor = executor
+        self._policy = policy
+        self._clock = clock
+        self._history_per_task = history_per_task
+        self._history_max_bytes = history_max_bytes
+        self._lock = threading.RLock()
+        self._limiter = SlidingWindow(policy().rate_limits.runs_per_minute)
+        self._inflight: dict[int, _InFlight] = {}
+        self._active: dict[str, set[int]] = {}
+        self._waiting: dict[str, RunRequest] = {}
+        self._finished = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the executor; from now on it reports starts and results here."""
+        self._executor.open(self.on_started, self.on_result)
+
+    def close(self, grace: float) -> None:
+        """Close the executor: running jobs get ``grace`` seconds, then are cancelled."""
+        self._executor.close(grace)
+
+    # -- launching ----------------------------------------------------------------------
+
+    def fire(self, task: Task, slot: float) -> int | None:
+        """Run the task's due ``slot``, park it behind the active run, or record it skipped
+        (overlap, rate limit). Returns the run id of a run launched or parked, None for a
+        slot skipped or recorded before. Safe to call again after it raised."""
+        with self._lock:
+            reason = self._skip_reason(task)
+            if reason is None:
+                return self.launch(task, Trigger.SCHEDULE, slot)
+            self._store.insert_run(task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot,
+                                   slot=True, reason=reason)
+            return None
+
+    def run_now(self, task: Task) -> int:
+        """Launch a manual run of ``task`` now, within the rate limit (else RateLimited)."""
+        with self._lock:
+            now = self._clock()
+            wait = self._rate_check(now)
+            if wait:
+                raise RateLimited(f"more than {self._limiter.limit} runs per minute "
+                                  "(rate_limits.runs_per_minute); try again later",
+                                  retry_after=retry_after_header(wait))
+            run_id = self.launch(task, Trigger.MANUAL, now)
+            assert run_id is not None, "a manual run has no slot to collide on"
+            return run_id
+
+    def launch(self, task: Task, trigger: Trigger, scheduled_for: float) -> int | None:
+        """Record a queued run and hand it to the executor (or park it behind the active
+        run); None if its slot was recorded before (by an earlier fire or server process)."""
+        with self._lock:
+            run_id = self._store.insert_run(task.task_id, trigger, RunStatus.QUEUED, scheduled_for,
+                                            slot=trigger is not Trigger.MANUAL)
+            if run_id is None:
+                return None
+            request = run_request(task.spec, self._policy(), run_id=run_id, task_id=task.task_id,
+                                  scheduled_for=scheduled_for)
+            self._inflight[run_id] = _InFlight(task.task_id, scheduled_for, trigger)
+            active = self._active.setdefault(task.task_id, set())
+            if active and trigger is Trigger.SCHEDULE and task.spec.overlap is Overlap.QUEUE:
+                self._waiting[task.task_id] = request
+                return run_id
+            active.add(run_id)
+        self._submit(request)
+        return run_id
+
+    def forget(self, task_id: str) -> None:
+        """Drop the run waiting behind the task's active run (the task is gone)."""
+        with self._lock:
+            self._waiting.pop(task_id, None)
+
+    def _skip_reason(self, task: Task) -> str | None:
+        active = self._active.get(task.task_id)
+        if active and task.spec.overlap is Overlap.SKIP:
+            return f"overlap: the previous run ({min(active)}) was still active"
+        if active and task.spec.overlap is Overlap.QUEUE and task.task_id in self._waiting:
+            return "overlap: a run was already waiting for the previous one to finish"
+        if self._rate_check(self._clock()):
+            return (f"rate limit: more than {self._limiter.limit} runs per minute "
+                    "(rate_limits.runs_per_minute)")
+        return None
+
+    def _rate_check(self, now: float) -> float:
+        self._limiter.resize(self._policy().rate_limits.runs_per_minute)
+        return self._limiter.acquire(now)
+
+    def _submit(self, request: RunRequest) -> None:
+        try:
+            self._executor.submit(request)
+        except PoolClosed:
+            self.on_result(RunResult(run_id=request.run_id, status=Outcome.INTERRUPTED,
+                                     reason="the server was shutting down", finished_at=self._clock()))
+
+    # -- executor callbacks (called from the executor's thread) -------------------------
+
+    def on_started(self, run_id: int, started_at: float, pid: int) -> None:
+        with self._lock:
+            lateness = self._lateness_ms(run_id, started_at)
+        self._store.mark_running(run_id, started_at, lateness)
+
+    def on_result(self, result: RunResult) -> None:
+        """Record a run's result; the run leaves the active set even if the store fails."""
+        with self._lock:
+            lateness = self._lateness_ms(result.run_id, result.started_at)
+            info = self._inflight.pop(result.run_id, None)
+        try:
+            self._store.finish_run(result, lateness)
+        finally:
+            if info is not None:
+                self._settle(info.task_id, result.run_id)
+        if info is None:
+            return
+        self._prune(info.task_id)
+        status = RunStatus.of(result.status)
+        if status in (RunStatus.ERROR, RunStatus.REJECTED):
+            log.warning("run %d of task %r: %s: %s", result.run_id, info.task_id,
+                        status.value, result.reason)
+
+    def _settle(self, task_id: str, run_id: int) -> None:
+        """Take a finished run out of the active set; hand out the run waiting behind it."""
+        follow_up = None
+        with self._lock:
+            active = self._active.get(task_id, set())
+            active.discard(run_id)
+            if not active:
+                follow_up = self._waiting.pop(task_id, None)
+                if follow_up is not None:
+                    active.add(follow_up.run_id)
+                else:
+                    self._active.pop(task_id, None)
+        if follow_up is not None:
+            self._submit(follow_up)
+
+    def _prune(self, task_id: str) -> None:
+        with self._lock:
+            self._finished += 1
+            prune_output = self._finished % PRUNE_OUTPUT_EVERY == 0
+        self._store.prune_task(task_id, self._history_per_task)
+        if prune_output:
+            self._store.prune_output(self._history_max_bytes)
+
+    def _lateness_ms(self, run_id: int, started_at: float | None) -> float | None:
+        info = self._inflight.get(run_id)
+        if info is None or started_at is None:
+            return None
+        return round((started_at - info.scheduled_for) * 1000, 3)
