@@ -17,6 +17,7 @@ from pathlib import Path
 from policies import Limits, PolicyViolation, TaskType
 from policies.errors import CommandNotAllowed, TaskTypeNotAllowed
 
+from .pytestconfig import pytest_args
 from .types import RunRequest
 
 SHELL = "/bin/sh"
@@ -77,6 +78,7 @@ def plan_run(request: RunRequest, tmpdir: Path, source_env: dict[str, str] | Non
         target = policy.resolve_file(request.file_path, cwd) if request.file_path else cwd
         report_path = (report_dir or tmpdir) / REPORT_NAME
         argv = python_argv("-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *pytest_args(target, policy.allowed_directories),
                            f"--junitxml={report_path}", str(target))
     elif kind is TaskType.SCRIPT:
         if not request.file_path:

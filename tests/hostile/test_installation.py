@@ -169,6 +169,11 @@ def test_no_task_changes_the_installation(tmp_path, allowed):
         run = server.run_now("python", type="custom",
                              custom_script=PYTHON_ATTACK.format(root=str(root)))
         outputs.append(run["stdout"])
+        if allowed == "workspace":
+            # pytest in the workspace must not reach for the server's own pytest.ini above it.
+            (root / "workspace" / "test_ok.py").write_text("def test_ok():\n    pass\n")
+            tests = server.run_now("tests", type="test")
+            assert tests["status"] == "succeeded" and tests["tests"]["passed"] == 1, tests
     finally:
         server.stop()
     assert "Read-only file system" in outputs[0], outputs[0]
