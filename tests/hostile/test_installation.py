@@ -109,14 +109,15 @@ class MadeServer:
     def __init__(self, root: Path, port: int):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_SCHEDULER_")}
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(root.parent / "server.log", "ab")
+        self.log_path = root.parent / "server.log"
+        self.log = open(self.log_path, "ab")
         self.make = subprocess.Popen(["make", "run", f"ARGS=--port {port} --autostart"],
                                      cwd=root, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(self.healthy, timeout=60, message=f"make run on port {port}")
 
     def healthy(self) -> bool:
-        assert self.make.poll() is None, "make run exited"
+        assert self.make.poll() is None, f"make run exited: {self.log_path.read_text()}"
         try:
             return requests.get(self.url + "/health", timeout=1).ok
         except requests.ConnectionError:
