@@ -1,6 +1,6 @@
 """The HTTP edge as Flask hooks: guards before every request, the audit after it.
 
-The order of the checks is fixed (DESIGN, "Decisions that clients rely on"):
+The order of the checks is fixed (docs/ARCHITECTURE.md, "Decisions clients rely on"):
 Host/Origin (403) → token (401) → body size (413) → content type (415) → JSON and fields
 (400) → rate limit (429). The first two run here, before routing, on every path (so an
 unknown path or a wrong method reveals nothing without the token); ``GET /health`` needs

@@ -1,4 +1,4 @@
-"""The guards at the HTTP edge, in the order DESIGN fixes: Host/Origin (403), token (401).
+"""The first guards of the HTTP edge (order: docs/ARCHITECTURE.md): Host/Origin (403), token (401).
 
 A browser on the operator's machine can be made to send requests to loopback services by
 any page it visits. Three things keep such requests out:

@@ -1,4 +1,4 @@
-"""How tasks and runs look in responses (the seed's shapes, plus the extension keys)."""
+"""How tasks and runs look in responses (the compatibility contract of docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ TAIL_CHARS = 4096
 
 
 def fmt_time(t: float | None) -> str | None:
-    """The seed's time form, ``YYYY-MM-DD HH:MM:SS``, in the server's local time."""
+    """The API's time form, ``YYYY-MM-DD HH:MM:SS``, in the server's local time."""
     if t is None:
         return None
     return _fmt_second(int(t // 1))

@@ -151,7 +151,7 @@ class Scheduler:
                     due[task.task_id] = task.next_run
         self._dispatcher.schedule_many(due)
 
-    # -- the seed's actions -------------------------------------------------------------
+    # -- the original API's actions -----------------------------------------------------
 
     def start(self) -> bool:
         """Start dispatching; False if it was already running. Tasks resume at their next

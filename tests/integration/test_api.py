@@ -1,6 +1,6 @@
 """POST /schedule over real HTTP: every action's success shape and every error path.
 
-Shapes follow DESIGN §3 and the seed (responses may carry more keys, never fewer). Every
+Shapes follow README and docs/ARCHITECTURE.md (responses may carry more keys, never fewer). Every
 refused request is checked to leave the stored state alone (``list`` before == after).
 Most tests share one module-scoped server that is never started, so its hourly tasks never
 fire and ``list`` is stable; tests that start the scheduler get a server of their own.
@@ -108,7 +108,7 @@ def command_task(task_id: str, /, **over) -> dict:
     return {k: v for k, v in body.items() if v is not DROP}
 
 
-# --------------------------------------------------------------------------- seed actions
+# ----------------------------------------------------------------------- original actions
 
 def test_create_response_and_list_shape(srv):
     before = now_floor()
@@ -485,7 +485,7 @@ def test_body_over_512_kb_is_413(srv):
     reject_raw(srv, 413, None, method="POST", path="/schedule",
                data=(body[i:i + 65536] for i in range(0, len(body), 65536)),
                headers={"Content-Type": "application/json"})
-    # the size check comes before the content-type check (DESIGN §5)
+    # the size check comes before the content-type check (docs/ARCHITECTURE.md)
     reject_raw(srv, 413, None, method="POST", path="/schedule", data=body,
                headers={"Content-Type": "text/plain"})
     assert task_in_list(srv, "big") is None

@@ -1,6 +1,6 @@
 """A real headless browser against the server: a page from another loopback port tries
 every cross-site trick (no-cors and CORS fetches, XHR, beacons, form posts shaped as JSON,
-<img>/<script>) and no task is created (DESIGN §7, "Browsers are kept out").
+<img>/<script>) and no task is created (README, "The HTTP edge").
 
 Debian's chromium runs the page with ``--dump-dom``; the page writes what it saw into the
 DOM. The server runs *without* a token, the case where only the browser guards stand in

@@ -1,5 +1,5 @@
 """The HTTP edge over real HTTP: browser guards, the token, the order of the checks, the
-per-client rate limit and the audit log (DESIGN §3, §7; the issue "HTTP edge")."""
+per-client rate limit and the audit log (README, "The HTTP edge"; SECURITY.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Editing policies/allowed.yaml while the server runs (DESIGN §6): an edit is in force
+"""Editing policies/allowed.yaml while the server runs (README, "Live policy"): an edit is in force
 within seconds, without a restart; a bad file is not applied (the last good policy stays,
 the error is logged and shown by ``status``); tasks a new policy forbids stay stored but
 their runs are ``rejected`` with the reason."""

@@ -1,4 +1,4 @@
-"""The seed specification's usage examples, run unchanged but for the server's address."""
+"""The original API's usage examples (docs/ARCHITECTURE.md), run unchanged but for the address."""
 
 from __future__ import annotations
 

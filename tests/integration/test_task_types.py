@@ -1,4 +1,4 @@
-"""Each task type really runs (DESIGN §5): command, test, script and custom tasks, their
+"""Each task type really runs (docs/ARCHITECTURE.md): command, test, script and custom tasks, their
 working directory and environment, signals, the timeout, the output cap, and scheduled runs.
 
 Runs are started with `run` and awaited through `output` until their record is final.
