@@ -131,6 +131,11 @@ class Confinement:
             str(p) for p in allowed if workspace and _inside(str(p), workspace))
         self.error_r, self.error_w = os.pipe()
 
+    @property
+    def has_init(self) -> bool:
+        """Whether the process ``spawn`` starts is the run's namespace init, not the job."""
+        return self.confiner.isolation.namespaces
+
     def spawn(self, popen: Callable[..., object], **kwargs):
         """Call ``popen`` with our preexec function, in a fresh PID namespace if possible."""
         confiner = self.confiner

@@ -262,7 +262,7 @@ class _Job:
         if cgroups is not None and cgroups.memory is not None and cgroups.pids is not None:
             return  # the kernel enforces both caps exactly; sampling could only misjudge
         tree = procs.descendants()
-        if self.confinement is not None:
+        if self.confinement is not None and self.confinement.has_init:
             # The namespace init is ours, not the job's: a copy-on-write image of this worker.
             tree = [p for p in tree if p.pid != proc.pid]
         if len(tree) > limits.max_processes:
