@@ -14,7 +14,7 @@ between fork and exec, in this order:
    ``/dev/shm``; the data directory and secret system files hidden; the policy file and the
    server's code made read-only;
 3. change to the working directory;
-4. empty the capability bounding set, set no_new_privs;
+4. empty the capability bounding set (unless that layer is switched off), set no_new_privs;
 5. Landlock: system directories read-only, the allowed directories and the run's private
    temporary directory read-write, nothing else; no TCP with ``network: false``; no signals
    to processes outside the run;
@@ -178,14 +178,14 @@ class Confinement:
             self._namespaces()
             self._become_init()
         os.chdir(self.plan.cwd)
-        if iso.is_root:
+        if iso.drops_capabilities:
             kernel.drop_bounding_set(kernel.last_capability())
         kernel.set_no_new_privs()
         if iso.landlock_abi:
             self._landlock(iso.landlock_abi)
         if self.confiner.filters:
             self.confiner.filters[not self.network].load()
-        if iso.is_root:
+        if iso.drops_capabilities:
             kernel.clear_capabilities()
 
     def _namespaces(self) -> None:
