@@ -124,18 +124,6 @@ class HealthProbe:
         self._thread.join(10)
 
 
-def host_processes_with(marker: str) -> list[tuple[int, list[str]]]:
-    """Every process on the machine (not only the server's descendants: an escapee could
-    have been re-parented anywhere) whose command line or environment holds ``marker``."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        cmdline = proc.info["cmdline"] or []
-        environ = proc.info["environ"] or {}
-        if any(marker in part for part in (*cmdline, *environ.values())):
-            found.append((proc.pid, cmdline))
-    return found
-
-
 class Attacker:
     """Runs one hostile task on ``server``: creates it, runs it now, removes it, and returns
     its final record. Also checks that /health stayed prompt and that no process of the

@@ -194,6 +194,20 @@ open("reader-{tag}", "w").close()
 print(json.dumps({{"secret": found}}))
 '''
 
+# Connect to the server's own port on every loopback name; exit 7 if nothing connected.
+NETWORK = """
+import socket, sys
+results = []
+for host, port in (('127.0.0.1', {port}), ('::1', {port}), ('localhost', {port})):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        results.append('connected')
+    except OSError as exc:
+        results.append(type(exc).__name__)
+print(results)
+sys.exit(0 if 'connected' in results else 7)
+"""
+
 
 def outcome(run: dict) -> dict:
     """The JSON object a probe printed last."""
