@@ -21,7 +21,9 @@ MEMORY_MB, MAX_PROCESSES = 128, 32
 KERNEL_MEMORY = f"memory: killed by the kernel's memory cap of {MEMORY_MB} MB"
 KERNEL_FORKS = f"processes: the kernel refused a fork beyond {MAX_PROCESSES} processes"
 SAMPLED = "(sampled)"
-ALL_BUT_CGROUPS = ("capabilities", "landlock", "namespaces", "seccomp")
+# What a machine gives a server that does not run as root: Landlock and seccomp, but no
+# cgroups and no namespaces; the process layer alone must contain escapees and balloons.
+WITHOUT_ROOT = ("cgroups", "namespaces")
 
 FORK_BOMB = """
 import os, time
@@ -53,6 +55,15 @@ for _ in range(4):                        # 4 children x 60 MB: each under the 1
         time.sleep(30)
         os._exit(0)
 time.sleep(30)
+"""
+
+HOLDER = """
+import time
+data = bytearray(200 * 1024 * 1024)       # twice the cap, held for 3 s: long enough to sample
+for page in range(0, len(data), 4096):
+    data[page] = 1
+time.sleep(3)
+print('held 200 MB')
 """
 
 ESCAPEE = """
@@ -104,6 +115,13 @@ def test_without_cgroups_the_cap_is_only_sampled(without, task_id, script, reaso
     if not _sources_named():
         pytest.xfail("this build's reasons do not say whether the sampler decided the kill")
     assert run["reason"].endswith(SAMPLED), run
+
+
+@pytest.mark.xfail(strict=True, reason="without a PID namespace the sampler leaves the job's "
+                                        "main process out of the memory sum")
+def test_the_sampler_alone_stops_a_process_holding_too_much_memory(without):
+    run = without(*WITHOUT_ROOT)("holder", type="custom", custom_script=HOLDER)
+    assert run["status"] == "killed" and _resource(run["reason"]) == "memory", run
 
 
 def test_cpu_spin_hits_the_cpu_limit(attack):
@@ -160,7 +178,7 @@ def test_setsid_double_fork_escapee_is_gone_from_the_whole_machine(attack):
 
 
 def test_the_process_layer_alone_leaves_no_escapee(without):
-    _no_trace_of_an_escapee(without(*ALL_BUT_CGROUPS))
+    _no_trace_of_an_escapee(without(*WITHOUT_ROOT))
 
 
 def test_a_process_ignoring_sigterm_is_killed(attack):
