@@ -81,7 +81,6 @@ print('escapee started')
 """
 
 
-
 def _sources_named() -> bool:
     """Whether this build's kill reasons say who decided a kill (the kernel's counters or
     the sampler); builds before that cannot be held to the exact kernel forms."""
@@ -169,7 +168,10 @@ def _no_trace_of_an_escapee(attacker) -> None:
             raise AssertionError(f"escaped: {host_processes_with(marker)}") from None
     finally:
         for pid, _ in host_processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         started.unlink(missing_ok=True)
 
 
