@@ -77,3 +77,13 @@ def test_without_the_capability_drop_a_run_keeps_roots_power(without):
                                                    custom_script=probes.CAPABILITIES))
     assert found["CapEff"] and found["CapPrm"] and found["CapBnd"], found
     assert (found["chown"], found["mknod"]) == (OK, OK), found
+
+
+def test_the_unshare_tool_cannot_make_a_user_namespace(attack, without):
+    command = "unshare --user id -u"
+    refused = attack("unshare", type="command", command=command)
+    assert refused["status"] == "failed" and "not permitted" in refused["stderr"], refused
+    unfiltered = without("seccomp")("unshare", type="command", command=command)
+    # In a user namespace without a uid map, the run's uid 0 shows as the overflow uid.
+    assert unfiltered["status"] == "succeeded", unfiltered
+    assert unfiltered["stdout"].strip() == "65534", unfiltered
