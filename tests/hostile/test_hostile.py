@@ -10,7 +10,7 @@ import uuid
 import psutil
 import pytest
 
-from ..helpers import ROOT, wait_until
+from ..helpers import wait_until
 from . import probes
 
 pytestmark = pytest.mark.slow
@@ -81,12 +81,6 @@ print('escapee started')
 """
 
 
-def _sources_named() -> bool:
-    """Whether this build's kill reasons say who decided a kill (the kernel's counters or
-    the sampler); builds before that cannot be held to the exact kernel forms."""
-    return any(SAMPLED in path.read_text() for path in (ROOT / "sandbox").glob("*.py"))
-
-
 def _resource(reason: str) -> str:
     return reason.split(":", 1)[0]
 
@@ -100,9 +94,7 @@ def test_the_kernel_enforces_the_cap(attack, task_id, script, reason):
     run = attack(task_id, type="custom", custom_script=script)
     assert run["status"] == "killed" and _resource(run["reason"]) == _resource(reason), run
     assert "allocated" not in run["stdout"]
-    if not _sources_named():
-        pytest.xfail("this build's reasons do not say whether the kernel decided the kill")
-    assert run["reason"] == reason
+    assert run["reason"].startswith(reason), run
 
 
 @pytest.mark.parametrize("task_id, script, reason", CAPPED, ids=[c[0] for c in CAPPED])
@@ -110,14 +102,10 @@ def test_without_cgroups_the_cap_is_only_sampled(without, task_id, script, reaso
     run = without("cgroups")(task_id, type="custom", custom_script=script)
     if run["status"] != "killed":
         return  # the sampler missed it: a fast balloon can overshoot between two samples
-    assert _resource(run["reason"]) == _resource(reason) and run["reason"] != reason, run
-    if not _sources_named():
-        pytest.xfail("this build's reasons do not say whether the sampler decided the kill")
+    assert _resource(run["reason"]) == _resource(reason), run
     assert run["reason"].endswith(SAMPLED), run
 
 
-@pytest.mark.xfail(strict=True, reason="without a PID namespace the sampler leaves the job's "
-                                        "main process out of the memory sum")
 def test_the_sampler_alone_stops_a_process_holding_too_much_memory(without):
     run = without(*WITHOUT_ROOT)("holder", type="custom", custom_script=HOLDER)
     assert run["status"] == "killed" and _resource(run["reason"]) == "memory", run
