@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sandbox.errors import PoolClosed
 from sandbox.types import RunRequest, RunResult, RunStatus
 
-from .errors import RateLimited
+from .errors import RateLimited, StoreUnavailable
 from .models import Overlap, Task, Trigger
 from .ratelimit import SlidingWindow, retry_after_header
 
@@ -73,13 +73,19 @@ class FiringMixin:
             elif self._rate_check(self.clock()):
                 limit = self._limiter.limit
                 skip = f"rate limit: more than {limit} runs per minute (rate_limits.runs_per_minute)"
-            if skip is not None:
-                self.store.insert_run(task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot,
-                                      slot=True, reason=skip)
-                task.checkpoint = slot
-                self.store.save_progress(task_id, task.runs_fired, slot)
-            else:
-                self._launch(task, Trigger.SCHEDULE, slot, counted=True)
+            try:
+                if skip is not None:
+                    self.store.insert_run(task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot,
+                                          slot=True, reason=skip)
+                    task.checkpoint = slot
+                    self.store.save_progress(task_id, task.runs_fired, slot)
+                else:
+                    self._launch(task, Trigger.SCHEDULE, slot, counted=True)
+            except StoreUnavailable as exc:
+                # A slot that cannot be recorded does not run (its record is what keeps it
+                # from running twice); the task goes on at its next slot.
+                log.error("task %r: the run due at %s was not started: %s", task_id, slot,
+                          exc.detail)
             # From now, not from the slot: a fire late by more than a period (a suspended
             # machine, a clock jump) resumes at the next future slot instead of a burst.
             task.next_run = self._following(task, max(slot, self.clock()))

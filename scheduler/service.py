@@ -233,10 +233,10 @@ class Scheduler(FiringMixin):
         with self._lock:
             task = self._get(task_id)
             if task.paused != paused:
-                task.paused = paused
-                task.checkpoint = now
-                task.updated_at = now
+                # Stored first: a store failure leaves the task as it was.
+                task = replace(task, paused=paused, checkpoint=now, updated_at=now)
                 self.store.save_task(task)
+                self._tasks[task_id] = task
             task.next_run = self._following(task, now)
             self._dispatcher.schedule(task_id, task.next_run)
             return task
@@ -275,7 +275,7 @@ class Scheduler(FiringMixin):
                                workers_alive=self.executor.alive(),
                                workers_configured=self.executor.size,
                                runs_active=self.executor.busy(), runs_queued=self.executor.queued(),
-                               isolation=self.executor.isolation())
+                               isolation=self.executor.isolation(), store=self.store.health())
 
     def validate(self, interval: object, count: int = 5) -> tuple[Schedule, list[float]]:
         """Parse ``interval`` and list its next ``count`` runs for a task created now."""

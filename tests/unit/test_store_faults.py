@@ -326,3 +326,63 @@ def test_a_read_only_file_system_cannot_be_opened_and_is_not_remounted_under_a_s
     assert tmpfs.remount("ro").returncode == 0
     with pytest.raises(StoreError, match="cannot open the store"):
         Store(path)  # the WAL's shared-memory file cannot be created: no half-working store
+
+
+# --- the scheduler over a failing store ---------------------------------------------------
+
+@pytest.fixture
+def sched(tmp_path):
+    from .test_service import Harness  # the scheduler harness: real store, fake executor
+    harness = Harness(tmp_path)
+    harness.open()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def sched_locker(sched):
+    db = sqlite3.connect(sched.db, isolation_level=None)
+    yield db
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+    db.close()
+
+
+def test_a_slot_the_store_cannot_record_does_not_run_and_the_task_goes_on(sched, sched_locker):
+    sched.create()
+    sched_locker.execute("BEGIN EXCLUSIVE")
+    lost, following = sched.fire()
+    assert following == lost + 60  # re-planned, not dropped
+    assert sched.executor.submitted == []
+    status = sched.sched.status().store
+    assert not status.ok and status.fault is StoreFault.BUSY
+    sched_locker.execute("ROLLBACK")
+    slot, _ = sched.fire()
+    assert slot == following and len(sched.executor.submitted) == 1
+    assert [r.scheduled_for for r in sched.runs()] == [following]
+    assert sched.sched.status().store.ok
+
+
+def test_a_result_during_a_fault_frees_the_task_and_is_recorded_later(sched, sched_locker):
+    sched.create()
+    sched.fire()
+    [run_id] = sched.executor.ids
+    sched_locker.execute("BEGIN EXCLUSIVE")
+    sched.executor.report_start(run_id, sched.clock.now)
+    sched.executor.finish(run_id, started_at=sched.clock.now, finished_at=sched.clock.now + 1)
+    assert sched.sched.status().store.deferred == 1
+    sched_locker.execute("ROLLBACK")
+    sched.fire()  # overlap "skip": it would be skipped if the task were still active
+    assert len(sched.executor.submitted) == 2
+    assert [r.status for r in sched.runs()] == [RunStatus.SUCCEEDED, RunStatus.QUEUED]
+
+
+def test_a_pause_the_store_cannot_record_changes_nothing(sched, sched_locker):
+    sched.create()
+    sched_locker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreUnavailable):
+        sched.sched.set_paused("t1", True)
+    assert not sched.sched.task("t1").paused
+    sched_locker.execute("ROLLBACK")
+    assert sched.sched.set_paused("t1", True).paused
+    assert sched.store.load_tasks()[0]["paused"]
