@@ -71,7 +71,8 @@ def register(app: Flask) -> None:
         status = next(code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls))
         if isinstance(exc, se.StoreUnavailable):
             log.warning("request refused, the store is unavailable: %s", exc.detail)
-            return envelope(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            return envelope(503, exc.code, exc.message,
+                            headers={"Retry-After": str(exc.retry_after)})
         if status >= 500:
             log.error("store failure: %s", exc.message)
             return envelope(500, exc.code, "The server could not complete the request; "

@@ -282,9 +282,8 @@ class Store:
             for run_id, (started_at, lateness_ms) in list(self._started.items()):
                 self._db.execute(_MARK_RUNNING, (started_at, lateness_ms, run_id))
                 del self._started[run_id]
-            for run_id, (result, lateness_ms, finished_at, started_at) in list(self._finished.items()):
-                self._db.execute(_FINISH_RUN, _finish_params(result, lateness_ms, finished_at,
-                                                             started_at))
+            for run_id, finish in list(self._finished.items()):
+                self._db.execute(_FINISH_RUN, _finish_params(*finish))
                 del self._finished[run_id]
             for task_id, (runs_fired, checkpoint) in list(self._progress.items()):
                 # Older than anything written since: never move a task back.
@@ -391,17 +390,18 @@ class Store:
         finished_at = result.finished_at or self.clock()
 
         def work(db: sqlite3.Connection) -> None:
-            started = self._started.get(result.run_id, (None, None))
-            db.execute(_FINISH_RUN, _finish_params(result, _first(lateness_ms, started[1]),
-                                                   finished_at, _first(result.started_at, started[0])))
+            started_at, lateness = self._started.get(result.run_id, (None, None))
+            params = _finish_params(result, _first(lateness_ms, lateness), finished_at,
+                                    _first(result.started_at, started_at))
+            db.execute(_FINISH_RUN, params)
             self._started.pop(result.run_id, None)
             self._finished.pop(result.run_id, None)
 
         def defer() -> None:
-            started = self._started.pop(result.run_id, (None, None))
+            started_at, lateness = self._started.pop(result.run_id, (None, None))
             self._defer(self._finished, result.run_id,
-                        (result, _first(lateness_ms, started[1]), finished_at,
-                         _first(result.started_at, started[0])))
+                        (result, _first(lateness_ms, lateness), finished_at,
+                         _first(result.started_at, started_at)))
 
         return self._record(work, defer)
 

@@ -242,7 +242,8 @@ def test_deferred_writes_are_bounded(store, locker, monkeypatch, caplog):
     assert "dropped the oldest" in caplog.text
     locker.release()
     store.health()
-    assert [store.get_run(i).status for i in ids] == [RunStatus.QUEUED] * 2 + [RunStatus.SUCCEEDED] * 3
+    assert [store.get_run(i).status for i in ids] == \
+        [RunStatus.QUEUED] * 2 + [RunStatus.SUCCEEDED] * 3
 
 
 def test_close_writes_what_it_can(tmp_path, locker):
