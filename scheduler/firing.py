@@ -86,6 +86,8 @@ class FiringMixin:
                 # from running twice); the task goes on at its next slot.
                 log.error("task %r: the run due at %s was not started: %s", task_id, slot,
                           exc.detail)
+                self.store.record_missed(task_id, slot, "not started: the store could not "
+                                         f"record the run ({exc.detail})")
             # From now, not from the slot: a fire late by more than a period (a suspended
             # machine, a clock jump) resumes at the next future slot instead of a burst.
             task.next_run = self._following(task, max(slot, self.clock()))

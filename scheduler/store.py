@@ -17,10 +17,10 @@ until a write succeeds again. While it lasts:
 * after a read-only or I/O fault the connection is reopened before the next write, so that
   a file system made writable again is picked up;
 * writes that record what has already happened (a run started or finished, a task's
-  progress) are kept in memory and written once the store works again, at most
-  ``MAX_DEFERRED`` of each kind; writes that decide something (a run for a slot, a task
-  created, changed or removed, the running state) fail, so that the caller does not act
-  on what was not recorded;
+  progress, a slot that could not be run) are kept in memory and written once the store
+  works again, at most ``MAX_DEFERRED`` of each kind; writes that decide something (a run
+  for a slot, a task created, changed or removed, the running state) fail, so that the
+  caller does not act on what was not recorded;
 * reads go on where SQLite can read (a locked or a full database can be read);
 * pruning the history is skipped.
 
@@ -156,6 +156,7 @@ class Store:
         self._started: dict[int, tuple[float, float | None]] = {}
         self._finished: dict[int, tuple[Any, float | None, float, float | None]] = {}
         self._progress: dict[str, tuple[int, float]] = {}
+        self._missed: dict[tuple[str, int], tuple] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
@@ -265,7 +266,8 @@ class Store:
             pass  # a closed or broken connection: the next statement reports it
 
     def _deferred_count(self) -> int:
-        return len(self._started) + len(self._finished) + len(self._progress)
+        return (len(self._started) + len(self._finished) + len(self._progress)
+                + len(self._missed))
 
     def _defer(self, kept: dict, key: Any, value: Any) -> None:
         if key not in kept and len(kept) >= MAX_DEFERRED:
@@ -291,6 +293,9 @@ class Store:
                                  "checkpoint = MAX(checkpoint, ?) WHERE task_id = ?",
                                  (runs_fired, checkpoint, task_id))
                 del self._progress[task_id]
+            for key, params in list(self._missed.items()):
+                self._db.execute(_INSERT_RUN, params)
+                del self._missed[key]
         except sqlite3.Error as exc:
             self._failed(exc)
         if count:
@@ -374,10 +379,22 @@ class Store:
         finished = self.clock() if status.is_final else None
         params = (task_id, trigger.value, status.value, reason, scheduled_for,
                   slot_key(scheduled_for) if slot else None, finished)
-        cur = self._use(lambda db: db.execute(
-            "INSERT OR IGNORE INTO runs (task_id, trigger, status, reason, scheduled_for, "
-            "slot_ms, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)", params), write=True)
+        cur = self._use(lambda db: db.execute(_INSERT_RUN, params), write=True)
         return cur.lastrowid if cur.rowcount else None
+
+    def record_missed(self, task_id: str, scheduled_for: float, reason: str) -> bool:
+        """Record a scheduled slot that did not run because the store failed, as an
+        ``error`` run with ``reason``; deferred on a fault (False then), which is the usual
+        case. A slot recorded before in any way is left as it is."""
+        key = (task_id, slot_key(scheduled_for))
+        params = (task_id, Trigger.SCHEDULE.value, RunStatus.ERROR.value, reason, scheduled_for,
+                  key[1], self.clock())
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_INSERT_RUN, params)
+            self._missed.pop(key, None)
+
+        return self._record(work, lambda: self._defer(self._missed, key, params))
 
     def mark_running(self, run_id: int, started_at: float, lateness_ms: float | None) -> bool:
         """Record that a queued run started; deferred on a fault (False then)."""
@@ -465,6 +482,8 @@ class Store:
             return 0
 
 
+_INSERT_RUN = ("INSERT OR IGNORE INTO runs (task_id, trigger, status, reason, scheduled_for, "
+               "slot_ms, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _MARK_RUNNING = ("UPDATE runs SET status = 'running', started_at = ?, lateness_ms = ? "
                  "WHERE run_id = ? AND status = 'queued'")
 _FINISH_RUN = ("UPDATE runs SET status = ?, reason = ?, exit_code = ?, "

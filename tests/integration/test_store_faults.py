@@ -141,6 +141,8 @@ def test_database_locked_by_another_connection(server):
     released = time.time()
     recovers(server, released)
     assert len(ticks(server)) > locked_runs
+    missed = [r for r in ticks(server) if r["status"] == "error"]
+    assert missed and all("the store could not record the run" in r["reason"] for r in missed)
     assert_no_slot_twice(server)
 
 

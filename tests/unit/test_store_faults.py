@@ -261,6 +261,24 @@ def test_close_writes_what_it_can(tmp_path, locker):
         again.close()
 
 
+def test_a_missed_slot_is_recorded_once_and_never_over_a_recorded_one(store, locker, clock):
+    ran = queue(store, T0)
+    locker.hold()
+    clock.now = T0 + 61
+    assert store.record_missed("t1", T0 + 60, "not started: locked") is False
+    assert store.record_missed("t1", T0 + 60, "not started: locked") is False
+    assert store.record_missed("t1", T0, "not started: locked") is False
+    locker.release()
+    assert store.health().ok
+    runs = {r.scheduled_for: r for r in store.recent_runs()}
+    assert runs[T0].run_id == ran and runs[T0].status is RunStatus.QUEUED
+    missed = runs[T0 + 60]
+    assert (missed.status, missed.trigger, missed.reason, missed.finished_at) == \
+        (RunStatus.ERROR, Trigger.SCHEDULE, "not started: locked", T0 + 61)
+    assert len(runs) == 2
+    assert store.record_missed("t1", T0 + 120, "not started: x") is True  # written at once
+
+
 def test_pruning_is_skipped_while_the_store_fails(store, locker):
     for i in range(3):
         run_id = queue(store, T0 + 60 * i)
@@ -357,10 +375,15 @@ def test_a_slot_the_store_cannot_record_does_not_run_and_the_task_goes_on(sched,
     assert sched.executor.submitted == []
     status = sched.sched.status().store
     assert not status.ok and status.fault is StoreFault.BUSY
+    assert status.deferred == 1  # the lost slot, recorded once the store works
     sched_locker.execute("ROLLBACK")
     slot, _ = sched.fire()
     assert slot == following and len(sched.executor.submitted) == 1
-    assert [r.scheduled_for for r in sched.runs()] == [following]
+    runs = sorted(sched.runs(), key=lambda r: r.scheduled_for)  # the missed one written later
+    assert [(r.scheduled_for, r.status) for r in runs] == \
+        [(lost, RunStatus.ERROR), (following, RunStatus.QUEUED)]
+    assert "the store could not record the run" in runs[0].reason
+    assert "locked" in runs[0].reason
     assert sched.sched.status().store.ok
 
 
