@@ -146,6 +146,7 @@ def test_locked_database_refuses_writes_keeps_reads_and_recovers(store, locker, 
     assert queue(store, T0 + 60) is not None
 
 
+@pytest.mark.slow
 def test_while_locked_writes_do_not_wait_for_the_lock_again(tmp_path, locker):
     store = Store(tmp_path / "scheduler.db", busy_timeout_ms=1500)
     try:
@@ -353,6 +354,8 @@ def test_a_read_only_file_system_cannot_be_opened_and_is_not_remounted_under_a_s
 def sched(tmp_path):
     from .test_service import Harness  # the scheduler harness: real store, fake executor
     harness = Harness(tmp_path)
+    harness.store.close()  # the same database, with a short wait for the lock
+    harness.store = harness.sched.store = Store(harness.db, busy_timeout_ms=100)
     harness.open()
     yield harness
     harness.close()
