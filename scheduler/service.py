@@ -94,7 +94,7 @@ class Scheduler:
                 schedule = parse_interval(spec.interval, tz=self.tz)
             except InvalidInterval as exc:
                 log.error("task %r has an interval this server cannot parse (%s); not scheduled",
-                          row["task_id"], exc.message)
+                          row["task_id"], exc.message, extra={"task_id": row["task_id"]})
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
         self._launcher.open()
@@ -128,7 +128,7 @@ class Scheduler:
                     catch_ups.append((task, missed))
                 else:
                     log.info("task %r missed runs while the server was down; skipping them "
-                             "(misfire: skip)", task.task_id)
+                             "(misfire: skip)", task.task_id, extra={"task_id": task.task_id})
         for task, missed in catch_ups:
             with self._lock:
                 self._count(task, missed, self._launcher.launch(task, Trigger.CATCH_UP, missed))
