@@ -18,7 +18,7 @@ GREEN, RED, YELLOW, CYAN, DIM = "32", "31", "33", "36", "2"
 COLOURS = {
     "succeeded": GREEN, "failed": RED, "timed_out": RED, "killed": RED, "rejected": RED,
     "error": RED, "interrupted": RED, "skipped": YELLOW, "queued": CYAN, "running": CYAN,
-    "scheduled": GREEN, "paused": YELLOW, "finished": DIM, "expired": DIM, "exhausted": DIM,
+    "scheduled": GREEN, "paused": YELLOW, "finished": DIM,
     "stopped": YELLOW,
 }
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "killed", "rejected",
