@@ -153,7 +153,15 @@ def status(ctx: Context, body: Body) -> dict[str, Any]:
                isolation_level=(st.isolation or {}).get("level"),
                cgroup_layout=(st.isolation or {}).get("cgroup_layout"),
                policy={"path": str(ctx.policy.path), "loaded_at": fmt_time(ctx.policy.loaded_at),
-                       "error": ctx.policy.error})
+                       "error": ctx.policy.error},
+               store=_store_view(st.store))
+
+
+def _store_view(health) -> dict[str, Any] | None:
+    if health is None:
+        return None
+    return {"ok": health.ok, "error": health.error, "since": fmt_time(health.since),
+            "fault": health.fault.value if health.fault else None, "deferred": health.deferred}
 
 
 ACTIONS: dict[str, Handler] = {

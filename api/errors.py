@@ -38,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (se.TaskExists, 409),
     (se.RateLimited, 429),
     (se.InvalidRequest, 400),
+    (se.StoreUnavailable, 503),
     (se.StoreError, 500),
     (PolicyError, 400),
     (se.SchedulerError, 400),
@@ -68,6 +69,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(PolicyError)
     def _domain_error(exc):
         status = next(code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls))
+        if isinstance(exc, se.StoreUnavailable):
+            log.warning("request refused, the store is unavailable: %s", exc.detail)
+            return envelope(503, exc.code, exc.message,
+                            headers={"Retry-After": str(exc.retry_after)})
         if status >= 500:
             log.error("store failure: %s", exc.message)
             return envelope(500, exc.code, "The server could not complete the request; "

@@ -174,7 +174,10 @@ def _responses() -> dict[str, Schema]:
             "workers": _obj({"alive": INT, "configured": INT}),
             "runs": _obj({"active": INT, "queued": INT}),
             "isolation": {"type": "array", "items": STR}, "isolation_level": _nullable(STR),
-            "policy": _obj({"path": STR, "loaded_at": TIME_OR_NULL, "error": _nullable(STR)})}),
+            "cgroup_layout": _nullable(STR),
+            "policy": _obj({"path": STR, "loaded_at": TIME_OR_NULL, "error": _nullable(STR)}),
+            "store": _obj({"ok": BOOL, "error": _nullable(STR), "since": TIME_OR_NULL,
+                           "fault": _nullable(STR), "deferred": INT})}),
         "validate": _obj({"status": ok, "message": STR, "interval": STR,
                           "next_runs": {"type": "array", "items": TIME}}),
     }
@@ -192,13 +195,15 @@ ERROR_STATUSES = {
     "413": "body too large", "415": "body not sent as application/json",
     "429": "rate limited: requests_per_minute per client, or runs_per_minute for 'run'",
     "500": "unexpected server fault (logged; the message says nothing more)",
+    "503": "store_unavailable: the store cannot be written now (locked, disk full, read-only, "
+           "I/O error); nothing was changed",
 }
 
 
 def _error(description: str, status: str) -> Schema:
     response: Schema = {"description": description,
                         "content": {"application/json": {"schema": _ref("Error")}}}
-    if status == "429":
+    if status in ("429", "503"):
         response["headers"] = {"Retry-After": {"description": "seconds to wait",
                                                "schema": {"type": "integer", "minimum": 1}}}
     return response
@@ -235,7 +240,8 @@ def document() -> Schema:
                     "200": {"description": "the action's answer (see <Action>Response)",
                             "content": json_of({"anyOf": [_ref(f"{_name(a)}Response")
                                                           for a in ACTIONS]})},
-                    **_errors("400", *guarded, "404", "409", "413", "415", "429", "500")}}},
+                    **_errors("400", *guarded, "404", "409", "413", "415", "429", "500",
+                                 "503")}}},
             "/health": {"get": {
                 "operationId": "health", "summary": "Liveness; needs no token", "security": [],
                 "responses": {"200": {"description": "the server accepts requests",

@@ -16,7 +16,7 @@ between fork and exec, in this order:
    policy file and its Python environment) made read-only, except the shipped
    ``workspace/`` where the policy allows it;
 3. change to the working directory;
-4. empty the capability bounding set, set no_new_privs;
+4. empty the capability bounding set (unless that layer is switched off), set no_new_privs;
 5. Landlock: system directories read-only, the allowed directories and the run's private
    temporary directory read-write, nothing else; no TCP with ``network: false``; no signals
    to processes outside the run;
@@ -202,14 +202,14 @@ class Confinement:
             self._namespaces()
             self._become_init()
         os.chdir(self.plan.cwd)
-        if iso.is_root:
+        if iso.drops_capabilities:
             kernel.drop_bounding_set(kernel.last_capability())
         kernel.set_no_new_privs()
         if iso.landlock_abi:
             self._landlock(iso.landlock_abi)
         if self.confiner.filters:
             self.confiner.filters[not self.network].load()
-        if iso.is_root:
+        if iso.drops_capabilities:
             kernel.clear_capabilities()
 
     def _namespaces(self) -> None:

@@ -7,6 +7,8 @@ classes to status codes in one place.
 
 from __future__ import annotations
 
+import enum
+
 
 class SchedulerError(Exception):
     """Base class of every error raised by :mod:`scheduler`."""
@@ -86,6 +88,33 @@ class RateLimited(SchedulerError):
 
 
 class StoreError(SchedulerError):
-    """The store cannot be opened or written (disk full, corrupt file, wrong schema)."""
+    """The store cannot be opened or used (corrupt file, wrong schema, closed); a fault that
+    may clear by itself (locked, disk full, read-only, I/O error) is :class:`StoreUnavailable`."""
 
     code = "store_error"
+
+
+class StoreFault(str, enum.Enum):
+    """Why the store cannot be used right now; each clears when its cause does."""
+
+    BUSY = "busy"            # another connection holds the database locked
+    DISK_FULL = "disk_full"  # the file system holding the database is full
+    READ_ONLY = "read_only"  # the database or its file system is read-only
+    IO_ERROR = "io_error"    # the disk reported an I/O error
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be written (or read) now, for a reason that may clear by itself.
+
+    Nothing was changed; ``retry_after`` is the number of seconds a client should wait
+    before trying again, ``fault`` says which of the :class:`StoreFault` causes it is and
+    ``detail`` names the cause alone (for the ``status`` action and the log).
+    """
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, fault: StoreFault, retry_after: int, detail: str):
+        super().__init__(message)
+        self.fault = fault
+        self.retry_after = retry_after
+        self.detail = detail

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from policies import TaskType
 from sandbox.types import Outcome, TestCounts
 
 from .grammar import Schedule
+
+if TYPE_CHECKING:
+    from .store import StoreHealth
 
 __all__ = ["Misfire", "Overlap", "Run", "RunStatus", "Task", "TaskSpec", "TaskType", "Trigger",
            "TestCounts", "SchedulerStatus", "task_state"]
@@ -161,3 +165,4 @@ class SchedulerStatus:
     runs_active: int
     runs_queued: int
     isolation: dict | None = None
+    store: StoreHealth | None = None

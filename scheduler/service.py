@@ -26,7 +26,10 @@ from policies import Policy, TaskType
 from sandbox.launch import check_request
 
 from .dispatcher import Dispatcher
-from .errors import InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, TaskExists, TaskNotFound
+from .errors import (
+    InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, StoreUnavailable, TaskExists,
+    TaskNotFound,
+)
 from .executor import Executor
 from .grammar import IntervalSchedule, Schedule, parse_interval
 from .launcher import Launcher, run_request
@@ -244,10 +247,10 @@ class Scheduler:
         with self._lock:
             task = self._get(task_id)
             if task.paused != paused:
-                task.paused = paused
-                task.checkpoint = now
-                task.updated_at = now
+                # Stored first: a store failure leaves the task as it was.
+                task = replace(task, paused=paused, checkpoint=now, updated_at=now)
                 self.store.save_task(task)
+                self._tasks[task_id] = task
             task.next_run = task.following(now)
             self._dispatcher.schedule(task_id, task.next_run)
             return task
@@ -263,14 +266,23 @@ class Scheduler:
     def _fire(self, task_id: str, slot: float) -> float | None:
         """Dispatcher callback for one due slot; returns the task's next due time.
 
-        If the store fails, the exception leaves ``next_run`` at ``slot`` so that the
+        A store that is unavailable (full, locked, read-only) cannot record the slot's run,
+        and that record is what keeps a slot from running twice: the slot does not run, is
+        recorded as an ``error`` run once the store works again, and the task goes on at its
+        next slot. Any other failure leaves ``next_run`` at ``slot`` so that the
         dispatcher's retry of the same slot is accepted; the store's unique slot key makes
         that retry launch nothing twice."""
         with self._lock:
             task = self._tasks.get(task_id)
             if task is None or task.paused or not self._running or task.next_run != slot:
                 return None
-            self._count(task, slot, self._launcher.fire(task, slot))
+            try:
+                self._count(task, slot, self._launcher.fire(task, slot))
+            except StoreUnavailable as exc:
+                log.error("task %r: the run due at %s was not started: %s", task_id, slot,
+                          exc.detail, extra={"task_id": task_id})
+                self.store.record_missed(task_id, slot, "not started: the store could not "
+                                         f"record the run ({exc.detail})")
             # From now, not from the slot: a fire late by more than a period (a suspended
             # machine, a clock jump) resumes at the next future slot instead of a burst.
             task.next_run = task.following(max(slot, self.clock()))
@@ -316,7 +328,7 @@ class Scheduler:
                                workers_alive=self.executor.alive(),
                                workers_configured=self.executor.size,
                                runs_active=self.executor.busy(), runs_queued=self.executor.queued(),
-                               isolation=self.executor.isolation())
+                               isolation=self.executor.isolation(), store=self.store.health())
 
     def validate(self, interval: object, count: int = 5) -> tuple[Schedule, list[float]]:
         """Parse ``interval`` and list its next ``count`` runs for a task created now."""

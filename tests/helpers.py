@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +152,54 @@ class Server:
             raise AssertionError(f"server did not stop within {timeout} s: {self.read_log()}")
         finally:
             self.log.close()
+
+
+def require_root(why: str) -> None:
+    """Skip the calling test unless it runs as root; under ``CI=true`` fail instead (CI runs
+    as root, so a skip there would hide a broken test)."""
+    if os.geteuid() == 0:
+        return
+    message = f"needs root to {why}: run the suite as root (sudo make test)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Tmpfs:
+    """A tmpfs of ``size_kb`` mounted on ``path`` (as root); :meth:`unmount` always runs
+    from the fixture that made it, whatever the test left mounted or open."""
+
+    def __init__(self, path: Path, size_kb: int):
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0755", "tmpfs",
+                        str(path)], check=True, capture_output=True)
+
+    def remount(self, mode: str) -> subprocess.CompletedProcess:
+        """``mount -o remount,<mode>``; the result says whether the kernel agreed."""
+        return subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)],
+                              capture_output=True, text=True)
+
+    def fill(self, name: str = "filler") -> Path:
+        """Write a file until the file system is full."""
+        filler = self.path / name
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass
+        try:
+            while True:
+                os.write(fd, b"\0" * 512)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return filler
+
+    def unmount(self) -> None:
+        self.remount("rw")
+        done = subprocess.run(["umount", str(self.path)], capture_output=True, text=True)
+        if done.returncode != 0:  # still busy (a process of a failed test): detach it
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)

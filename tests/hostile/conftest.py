@@ -1,9 +1,16 @@
 """Fixtures for the hostile-task suite: a server laid out like the default (policy and data
-directory inside the allowed directory), tight limits, no network, and a /health prober."""
+directory inside the allowed directory), tight limits, no network, and a /health prober.
+
+Besides the fully confined server, ``without(*layers)`` gives a server started with those
+isolation layers switched off (``TASK_SCHEDULER_DISABLE_LAYERS``), so a test can show that
+an attack's outcome changes when the layer that stops it is missing. Those servers are
+started on first use and shared by the whole suite.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -12,7 +19,9 @@ import psutil
 import pytest
 import requests
 
-from ..helpers import Server, wait_until
+from sandbox.isolation import DISABLE_VARIABLE
+
+from ..helpers import ROOT, Server, wait_until
 
 HOSTILE_POLICY = """\
 version: 1
@@ -29,21 +38,46 @@ rate_limits:
   requests_per_minute: 1000000
   max_tasks: 100000
 isolation:
-  minimum: full
+  minimum: {minimum}
 """
+
+CANARY = "canary-" + uuid.uuid4().hex
 
 
 class HostileServer(Server):
-    """The default layout: ``policies/allowed.yaml`` and ``data/`` inside the workspace."""
+    """The default layout: ``policies/allowed.yaml`` and ``data/`` inside the workspace.
 
-    def __init__(self, base, **kwargs):
+    ``disabled`` isolation layers are switched off in the server's environment; such a
+    server's policy asks for no more than ``process``, or it would reject every run. The
+    server's environment holds ``CANARY``, which no run may see.
+    """
+
+    def __init__(self, base, *, disabled: tuple[str, ...] = (), **kwargs):
         super().__init__(base, **kwargs)
+        self.disabled = disabled
+        self.canary = CANARY
         (self.workspace / "policies").mkdir(exist_ok=True)
         self.policy_path = self.workspace / "policies" / "allowed.yaml"
-        self.policy_path.write_text(HOSTILE_POLICY.format(workspace=self.workspace))
+        self.policy_path.write_text(HOSTILE_POLICY.format(
+            workspace=self.workspace, minimum="process" if disabled else "full"))
         self.data_dir = self.workspace / "data"
         self.args[self.args.index("--policy") + 1] = str(self.policy_path)
         self.args[self.args.index("--data-dir") + 1] = str(self.data_dir)
+
+    def start(self) -> "HostileServer":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_SCHEDULER_")}
+        env["HOSTILE_SECRET_CANARY"] = CANARY
+        if self.disabled:
+            env[DISABLE_VARIABLE] = ",".join(self.disabled)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+        wait_until(self._healthy, timeout=30, message=f"server on port {self.port}")
+        wait_until(lambda: self.post("status")["isolation"], message="isolation report")
+        return self
+
+    def status(self) -> dict:
+        return self.post("status")
 
     def job_processes(self) -> list[int]:
         """Everything below the server that is not a worker (nor multiprocessing's tracker)."""
@@ -90,50 +124,79 @@ class HealthProbe:
         self._thread.join(10)
 
 
-CANARY = "canary-" + uuid.uuid4().hex
+class Attacker:
+    """Runs one hostile task on ``server``: creates it, runs it now, removes it, and returns
+    its final record. Also checks that /health stayed prompt and that no process of the
+    run survives it."""
+
+    def __init__(self, server: HostileServer):
+        self.server = server
+        self.cleanup_seconds = 0.0
+        self.slowest_health = 0.0
+
+    def __call__(self, task_id: str, *, wait: float = 60, **fields) -> dict:
+        server = self.server
+        server.post("create", task_id=task_id, interval="every 1 hour", **fields)
+        try:
+            with HealthProbe(server.url) as probe:
+                record = server.run_now(task_id, timeout=wait)
+                ended = time.monotonic()
+                self._check_nothing_survives(task_id)
+                self.cleanup_seconds = time.monotonic() - ended
+        finally:
+            server.post("remove", task_id=task_id)
+        assert probe.failures == 0 and probe.slowest < 1.0, (probe.failures, probe.slowest)
+        self.slowest_health = probe.slowest
+        return record
+
+    def _check_nothing_survives(self, task_id: str) -> None:
+        server = self.server
+        try:
+            wait_until(lambda: not server.job_processes(), timeout=1.0,
+                       message=f"no process of {task_id} to survive the run")
+        except AssertionError:
+            survivors = []
+            for pid in server.job_processes():
+                try:
+                    survivors.append((pid, psutil.Process(pid).cmdline()))
+                except psutil.Error:
+                    pass
+            raise AssertionError(f"processes survived {task_id}: {survivors}") from None
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    os.environ["HOSTILE_SECRET_CANARY"] = CANARY
-    try:
-        server = HostileServer(tmp_path_factory.mktemp("hostile"), workers=2).start()
-    finally:
-        del os.environ["HOSTILE_SECRET_CANARY"]
-    server.canary = CANARY
-    wait_until(lambda: server.post("status")["isolation"], message="isolation report")
+    server = HostileServer(tmp_path_factory.mktemp("hostile"), workers=2).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def attack(hostile):
-    """Run one hostile task: create it, run it now, return its final record. Also checks
-    that /health stayed prompt and that no process of the run survives it."""
-    created: list[str] = []
+def attack(hostile) -> Attacker:
+    return Attacker(hostile)
 
-    def run(task_id: str, *, wait: float = 60, **fields) -> dict:
-        hostile.post("create", task_id=task_id, interval="every 1 hour", **fields)
-        created.append(task_id)
-        with HealthProbe(hostile.url) as probe:
-            record = hostile.run_now(task_id, timeout=wait)
-            ended = time.monotonic()
-            try:
-                wait_until(lambda: not hostile.job_processes(), timeout=1.0,
-                           message=f"no process of {task_id} to survive the run")
-            except AssertionError:
-                survivors = []
-                for pid in hostile.job_processes():
-                    try:
-                        survivors.append((pid, psutil.Process(pid).cmdline()))
-                    except psutil.Error:
-                        pass
-                raise AssertionError(f"processes survived {task_id}: {survivors}") from None
-            run.cleanup_seconds = time.monotonic() - ended
-        assert probe.failures == 0 and probe.slowest < 1.0, (probe.failures, probe.slowest)
-        run.slowest_health = probe.slowest
-        return record
 
-    yield run
-    for task_id in created:
-        hostile.post("remove", task_id=task_id)
+@pytest.fixture(scope="package")
+def layer_servers(tmp_path_factory):
+    """Servers with some isolation layers switched off, keyed by the set of those layers;
+    each is started the first time a test asks for it and stopped when the suite ends."""
+    servers: dict[frozenset[str], HostileServer] = {}
+
+    def get(layers: frozenset[str]) -> HostileServer:
+        if layers not in servers:
+            name = "without-" + "-".join(sorted(layers))
+            servers[layers] = HostileServer(tmp_path_factory.mktemp(name), workers=2,
+                                            disabled=tuple(sorted(layers))).start()
+        return servers[layers]
+
+    yield get
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def without(layer_servers):
+    """``without("seccomp")``: an :class:`Attacker` on a server with those layers off."""
+    def get(*layers: str) -> Attacker:
+        return Attacker(layer_servers(frozenset(layers)))
+    return get

@@ -4,11 +4,26 @@ status and reason, leave no process behind, and never make /health slow."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 
+import psutil
 import pytest
 
 from ..helpers import wait_until
+from . import probes
+
+pytestmark = pytest.mark.slow
+
+# The hostile policy's caps, and the reasons of a kill the kernel decided (from the run's
+# cgroup counters); the psutil sampler's reasons end in SAMPLED instead.
+MEMORY_MB, MAX_PROCESSES = 128, 32
+KERNEL_MEMORY = f"memory: killed by the kernel's memory cap of {MEMORY_MB} MB"
+KERNEL_FORKS = f"processes: the kernel refused a fork beyond {MAX_PROCESSES} processes"
+SAMPLED = "(sampled)"
+# What a machine gives a server that does not run as root: Landlock and seccomp, but no
+# cgroups and no namespaces; the process layer alone must contain escapees and balloons.
+WITHOUT_ROOT = ("cgroups", "namespaces")
 
 FORK_BOMB = """
 import os, time
@@ -42,47 +57,58 @@ for _ in range(4):                        # 4 children x 60 MB: each under the 1
 time.sleep(30)
 """
 
+HOLDER = """
+import time
+data = bytearray(200 * 1024 * 1024)       # twice the cap, held for 3 s: long enough to sample
+for page in range(0, len(data), 4096):
+    data[page] = 1
+time.sleep(3)
+print('held 200 MB')
+"""
+
 ESCAPEE = """
 import os, time
 if os.fork() == 0:
     os.setsid()
-    if os.fork() == 0:
-        time.sleep(60)                    # the escapee: outlives its parents
+    if os.fork() == 0:                    # the escapee: outlives its parents
+        open("escapee-{marker}", "w").close()
+        os.execve("/bin/sleep", ["escapee-{marker}", "60"], {{"ESCAPEE": "{marker}"}})
     os._exit(0)
-print('parent done')
-"""
-
-NETWORK = """
-import socket, sys
-results = []
-for host, port in (('127.0.0.1', {port}), ('::1', {port}), ('localhost', {port})):
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-        results.append('connected')
-    except OSError as exc:
-        results.append(type(exc).__name__)
-print(results)
-sys.exit(0 if 'connected' in results else 7)
+end = time.monotonic() + 5
+while not os.path.exists("escapee-{marker}") and time.monotonic() < end:
+    time.sleep(0.01)
+print('escapee started')
 """
 
 
-def test_fork_bomb_hits_the_process_cap(attack):
-    run = attack("forkbomb", type="custom", custom_script=FORK_BOMB)
-    assert run["status"] == "killed", run
-    assert run["reason"].startswith("processes"), run["reason"]
+def _resource(reason: str) -> str:
+    return reason.split(":", 1)[0]
 
 
-def test_memory_balloon_in_one_process_is_killed(attack):
-    run = attack("balloon", type="custom", custom_script=BALLOON)
-    assert run["status"] == "killed", run
-    assert run["reason"].startswith("memory"), run["reason"]
+CAPPED = [("forkbomb", FORK_BOMB, KERNEL_FORKS), ("balloon", BALLOON, KERNEL_MEMORY),
+          ("spread", SPREAD_BALLOON, KERNEL_MEMORY)]
+
+
+@pytest.mark.parametrize("task_id, script, reason", CAPPED, ids=[c[0] for c in CAPPED])
+def test_the_kernel_enforces_the_cap(attack, task_id, script, reason):
+    run = attack(task_id, type="custom", custom_script=script)
+    assert run["status"] == "killed" and _resource(run["reason"]) == _resource(reason), run
     assert "allocated" not in run["stdout"]
+    assert run["reason"].startswith(reason), run
 
 
-def test_memory_spread_over_children_each_under_the_cap_is_killed(attack):
-    run = attack("spread", type="custom", custom_script=SPREAD_BALLOON)
-    assert run["status"] == "killed", run
-    assert run["reason"].startswith("memory"), run["reason"]
+@pytest.mark.parametrize("task_id, script, reason", CAPPED, ids=[c[0] for c in CAPPED])
+def test_without_cgroups_the_cap_is_only_sampled(without, task_id, script, reason):
+    run = without("cgroups")(task_id, type="custom", custom_script=script)
+    if run["status"] != "killed":
+        return  # the sampler missed it: a fast balloon can overshoot between two samples
+    assert _resource(run["reason"]) == _resource(reason), run
+    assert run["reason"].endswith(SAMPLED), run
+
+
+def test_the_sampler_alone_stops_a_process_holding_too_much_memory(without):
+    run = without(*WITHOUT_ROOT)("holder", type="custom", custom_script=HOLDER)
+    assert run["status"] == "killed" and _resource(run["reason"]) == "memory", run
 
 
 def test_cpu_spin_hits_the_cpu_limit(attack):
@@ -103,10 +129,46 @@ def test_endless_output_is_cut_at_the_cap(attack):
     assert run["stdout"].startswith("hostile\n") and "bytes omitted" in run["stdout"]
 
 
-def test_setsid_double_fork_escapee_is_gone_when_the_run_ends(attack):
-    run = attack("escapee", type="custom", custom_script=ESCAPEE)
-    assert run["status"] == "succeeded", run
-    assert attack.cleanup_seconds < 1.0
+def host_processes_with(marker: str) -> list[tuple[int, list[str]]]:
+    """Every process on the machine (not only the server's descendants: an escapee could
+    have been re-parented anywhere) whose command line or environment holds ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        cmdline = proc.info["cmdline"] or []
+        environ = proc.info["environ"] or {}
+        if any(marker in part for part in (*cmdline, *environ.values())):
+            found.append((proc.pid, cmdline))
+    return found
+
+
+def _no_trace_of_an_escapee(attacker) -> None:
+    """Run a setsid double-fork escapee carrying a unique marker in its command line and
+    environment; afterwards no process anywhere on the machine may carry the marker."""
+    marker = uuid.uuid4().hex
+    started = attacker.server.workspace / f"escapee-{marker}"
+    try:
+        run = attacker("escapee", type="custom", custom_script=ESCAPEE.format(marker=marker))
+        assert run["status"] == "succeeded" and "escapee started" in run["stdout"], run
+        assert attacker.cleanup_seconds < 1.0
+        try:
+            wait_until(lambda: not host_processes_with(marker), timeout=1.0)
+        except AssertionError:
+            raise AssertionError(f"escaped: {host_processes_with(marker)}") from None
+    finally:
+        for pid, _ in host_processes_with(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        started.unlink(missing_ok=True)
+
+
+def test_setsid_double_fork_escapee_is_gone_from_the_whole_machine(attack):
+    _no_trace_of_an_escapee(attack)
+
+
+def test_the_process_layer_alone_leaves_no_escapee(without):
+    _no_trace_of_an_escapee(without(*WITHOUT_ROOT))
 
 
 def test_a_process_ignoring_sigterm_is_killed(attack):
@@ -139,7 +201,7 @@ def test_writing_outside_the_allowed_directories_fails(hostile, attack):
 
 
 def test_no_network_at_all(hostile, attack):
-    run = attack("net", type="custom", custom_script=NETWORK.format(port=hostile.port))
+    run = attack("net", type="custom", custom_script=probes.NETWORK.format(port=hostile.port))
     assert run["status"] == "failed" and run["exit_code"] == 7, run
     assert "connected" not in run["stdout"]
 

@@ -183,7 +183,7 @@ class Harness:
 
     def __init__(self, base: Path, *, clock: Clock | None = None, db: Path | None = None,
                  config: SchedulerConfig = SchedulerConfig(), real_dispatcher: bool = False,
-                 **rate_limits):
+                 store_options: dict | None = None, **rate_limits):
         self.base = base
         self.clock = clock or Clock()
         self.db = db or base / "data" / "scheduler.db"
@@ -191,7 +191,7 @@ class Harness:
         self.policy_value = default_policy(base_dir=base)
         if rate_limits:
             self.set_rate_limits(**rate_limits)
-        self.store = FlakyStore(self.db)
+        self.store = FlakyStore(self.db, **(store_options or {}))
         self.dispatcher = Dispatcher(clock=self.clock) if real_dispatcher else StubDispatcher()
         self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
                                dispatcher=self.dispatcher, config=config, clock=self.clock)
