@@ -8,6 +8,7 @@ written out as a word, so a table reads the same without colour.
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
@@ -24,6 +25,7 @@ COLOURS = {
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "killed", "rejected",
                             "skipped", "interrupted", "error"})
 WHAT_WIDTH = 48
+VALUE_WIDTH = 72  # key/value blocks wrap longer values (isolation layers, a command)
 TABLE_FORMAT = "simple"
 
 
@@ -88,8 +90,16 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
 
 def pairs(rows: list[tuple[str, Any]]) -> str:
     """A two-column key/value block."""
-    return tabulate([[k, "-" if v is None else v] for k, v in rows], tablefmt="plain",
-                    disable_numparse=True)
+    return tabulate([[k, _wrap(v)] for k, v in rows], tablefmt="plain", disable_numparse=True)
+
+
+def _wrap(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    if len(text) <= VALUE_WIDTH or "\x1b[" in text:
+        return text
+    return textwrap.fill(text, VALUE_WIDTH, break_on_hyphens=False, break_long_words=False)
 
 
 def _what(details: dict[str, Any]) -> str:
@@ -176,4 +186,11 @@ def status_block(response: dict[str, Any], style: Style) -> str:
             ("policy", policy.get("path")),
             ("policy loaded", policy.get("loaded_at")),
             ("policy error", policy.get("error") or "none")]
+    if response.get("cgroup_layout"):
+        rows.insert(5, ("cgroups", response["cgroup_layout"]))
+    store = response.get("store")
+    if store:
+        rows.append(("store", "ok" if store.get("ok") else
+                     f"failing since {store.get('since')}: {store.get('error')} "
+                     f"({store.get('deferred', 0)} writes deferred)"))
     return pairs(rows)
