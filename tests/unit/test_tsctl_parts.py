@@ -155,3 +155,42 @@ def test_console_scripts_name_functions_that_exist():
              for top in ("api", "scheduler", "sandbox", "policies")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found <= packages, found - packages
+
+
+class FakeRunServer:
+    """``run`` with or without ``wait_seconds``; ``output`` finishes the run on its 2nd call."""
+
+    def __init__(self, *, waits: bool, status: str):
+        self.waits, self.status, self.outputs = waits, status, 0
+        self.requests: list[dict] = []
+
+    def post(self, action: str, **fields):
+        return self.post_waiting(action, 0, **fields)
+
+    def post_waiting(self, action: str, wait: float, **fields):
+        self.requests.append({"action": action, **fields})
+        if action == "run":
+            if "wait_seconds" in fields and not self.waits:
+                raise ServerRefused(400, {"message": "unknown", "code": "unknown_field",
+                                          "field": "wait_seconds"})
+            reply = {"status": "success", "run_id": 9, "message": "running"}
+            if "wait_seconds" in fields:
+                reply["run"] = record(9, self.status)
+            return reply
+        self.outputs += 1
+        return {"run": record(9, self.status if self.outputs > 1 else "running")}
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["wait_seconds", "polling"])
+@pytest.mark.parametrize("status, code", [("succeeded", 0), ("timed_out", 4)])
+def test_run_wait_uses_the_servers_wait_or_polls(monkeypatch, waits, status, code):
+    monkeypatch.setattr(commands, "POLL_SECONDS", 0)
+    server = FakeRunServer(waits=waits, status=status)
+    ctx = commands.Context(client=server, out=io.StringIO(), err=io.StringIO(),
+                           style=render.Style(), as_json=True)
+    args = argparse.Namespace(task_id="t", wait=True, wait_timeout=10.0)
+    assert commands.run(ctx, args) == code
+    assert json.loads(ctx.out.getvalue())["run"]["status"] == status
+    runs_started = [r for r in server.requests if r["action"] == "run"]
+    assert runs_started[0]["wait_seconds"] == 10
+    assert len(runs_started) == (1 if waits else 2) and server.outputs == (0 if waits else 2)
