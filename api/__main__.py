@@ -14,6 +14,7 @@ from scheduler.errors import StoreError
 from .app import close_app, create_app
 from .httpserver import make_server
 from .config import ServerConfig, is_loopback, is_wildcard, parse_args
+from .logformat import configure as configure_logging
 
 log = logging.getLogger("api")
 
@@ -61,8 +62,7 @@ def serve(config: ServerConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level, config.log_format)
     return serve(config)
 
 

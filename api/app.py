@@ -21,7 +21,7 @@ from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
 
-from . import edge, errors
+from . import edge, errors, logformat
 from .actions import ACTIONS, Context
 from .audit import AuditLog
 from .clientlimit import ClientLimiter
@@ -110,7 +110,8 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     store = Store(config.db_path)
     protected = ProtectedPaths.for_server(data_dir=config.data_dir, policy_file=config.policy)
     pool = executor or WorkerPool(config.workers, protected=protected,
-                                  log_level=logging.getLogger().level)
+                                  log_level=logging.getLogger().level,
+                                  log_formatter=logformat.worker_formatter(config.log_format))
     scheduler = Scheduler(store, pool, policy.current,
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .logformat import LogFormat
 
 ENV_PREFIX = "TASK_SCHEDULER_"
 LOOPBACK_NAMES = ("localhost",)
@@ -28,6 +31,7 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     history_per_task: int = 100
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
     # Host names (or addresses) besides the loopback ones that clients may use in ``Host``.
     allowed_hosts: tuple[str, ...] = ()
     audit_max_bytes: int = 5 * 1024 * 1024
@@ -82,7 +86,11 @@ def _flag(name: str) -> bool:
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
     """Build a :class:`ServerConfig` from ``argv`` and the environment (options win)."""
     d = ServerConfig()
-    p = argparse.ArgumentParser(prog="python -m api", description="Task Scheduler Server")
+    # The same options whether started as `task-scheduler` or as `python -m api`.
+    prog = os.path.basename(sys.argv[0])
+    if prog in ("__main__.py", ""):
+        prog = "python -m api"
+    p = argparse.ArgumentParser(prog=prog, description="Task Scheduler Server")
     p.add_argument("--host", default=_env("host", d.host), help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=int(_env("port", d.port)), help="port (default %(default)s)")
     p.add_argument("--policy", type=Path, default=Path(_env("policy", d.policy)),
@@ -104,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                    help="seconds running jobs get at shutdown before they are killed")
     p.add_argument("--log-level", default=_env("log_level", d.log_level),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", type=LogFormat, default=_env("log_format", d.log_format.value),
+                   choices=list(LogFormat), metavar="{text,json}",
+                   help="text (default) or json: one JSON object per line, for log collectors")
     a = p.parse_args(argv)
     if a.workers < 1 or a.threads < 1:
         p.error("--workers and --threads must be at least 1")
@@ -122,4 +133,5 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     return ServerConfig(host=a.host, port=a.port, policy=a.policy, data_dir=a.data_dir,
                         workers=a.workers, token=a.token or None, autostart=a.autostart,
                         threads=a.threads, shutdown_grace=a.shutdown_grace, log_level=a.log_level,
+                        log_format=a.log_format,
                         allowed_hosts=tuple(dict.fromkeys(hosts)))

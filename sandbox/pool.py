@@ -62,6 +62,7 @@ class WorkerPool:
 
     def __init__(self, size: int, *, protected: ProtectedPaths = ProtectedPaths(),
                  hang_grace: float = 10.0, log_level: int = logging.WARNING,
+                 log_formatter: logging.Formatter | None = None,
                  clock: Callable[[], float] = time.time):
         if size < 1:
             raise ValueError("a pool needs at least one worker")
@@ -71,6 +72,7 @@ class WorkerPool:
         self._on_result: ResultCallback = lambda result: None
         self._hang_grace = hang_grace
         self._log_level = log_level
+        self._log_formatter = log_formatter
         self._clock = clock
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
@@ -163,7 +165,8 @@ class WorkerPool:
     def _spawn(self) -> _Seat:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=worker_main,
-                                    args=(child, self._protected, self._log_level),
+                                    args=(child, self._protected, self._log_level,
+                                          self._log_formatter),
                                     name="task-worker", daemon=False)
         process.start()
         child.close()
@@ -273,8 +276,9 @@ class WorkerPool:
         now = time.monotonic()
         for seat in list(self._seats):
             if seat.deadline is not None and now >= seat.deadline and seat.process.is_alive():
+                run_id = seat.current.run_id if seat.current else None
                 log.error("worker pid %d did not finish run %s in time; killing it",
-                          seat.process.pid, seat.current.run_id if seat.current else "?")
+                          seat.process.pid, run_id or "?", extra={"run_id": run_id})
                 seat.hung = True
                 seat.process.kill()
 
@@ -296,7 +300,8 @@ class WorkerPool:
                 seat.conn.send(("run", request))
             except OSError as exc:
                 log.warning("could not hand run %d to worker pid %d: %s",
-                            request.run_id, seat.process.pid, exc)
+                            request.run_id, seat.process.pid, exc,
+                            extra={"run_id": request.run_id})
 
     def _cancel_all(self, seats: list[_Seat], reason: str) -> None:
         with self._lock:

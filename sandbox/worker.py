@@ -30,9 +30,15 @@ def _ignore(signum, frame) -> None:
 
 
 def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
-                log_level: int = logging.WARNING) -> None:
-    """Entry point of a worker process; returns when told to stop or the server is gone."""
-    logging.basicConfig(level=log_level, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+                log_level: int = logging.WARNING,
+                log_formatter: logging.Formatter | None = None) -> None:
+    """Entry point of a worker process; returns when told to stop or the server is gone.
+    Its log lines go to stderr, shaped by ``log_formatter`` when the server gives one
+    (so that they match the server's own lines)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter or logging.Formatter(
+        "%(asctime)s worker %(process)d %(levelname)s %(message)s"))
+    logging.basicConfig(level=log_level, handlers=[handler])
     # Ctrl-C, or a service manager's SIGTERM to the whole group, must not end a worker
     # in the middle of a run: the server decides what stops (and a worker whose server is
     # gone stops by itself). A handler rather than SIG_IGN: an ignored signal would stay

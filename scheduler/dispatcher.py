@@ -190,11 +190,12 @@ def _log_failure(task_id: str, due: float, retry: tuple[int, float] | None,
     in one line each."""
     if retry is None:
         log.exception("firing task %r at %s failed; the task was rescheduled meanwhile",
-                      task_id, due)
+                      task_id, due, extra={"task_id": task_id})
         return
     failures, delay = retry
     if failures == 1:
-        log.exception("firing task %r at %s failed; retrying in %g s", task_id, due, delay)
+        log.exception("firing task %r at %s failed; retrying in %g s", task_id, due, delay,
+                      extra={"task_id": task_id})
     else:
         log.warning("firing task %r at %s failed again (%d times in a row: %s); retrying in %g s",
-                    task_id, due, failures, exc, delay)
+                    task_id, due, failures, exc, delay, extra={"task_id": task_id})

@@ -181,7 +181,8 @@ class Launcher:
         status = RunStatus.of(result.status)
         if status in (RunStatus.ERROR, RunStatus.REJECTED):
             log.warning("run %d of task %r: %s: %s", result.run_id, info.task_id,
-                        status.value, result.reason)
+                        status.value, result.reason,
+                        extra={"run_id": result.run_id, "task_id": info.task_id})
 
     def _settle(self, task_id: str, run_id: int) -> None:
         """Take a finished run out of the active set; hand out the run waiting behind it."""

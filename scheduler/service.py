@@ -97,7 +97,7 @@ class Scheduler:
                 schedule = parse_interval(spec.interval, tz=self.tz)
             except InvalidInterval as exc:
                 log.error("task %r has an interval this server cannot parse (%s); not scheduled",
-                          row["task_id"], exc.message)
+                          row["task_id"], exc.message, extra={"task_id": row["task_id"]})
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
         self._launcher.open()
@@ -131,7 +131,7 @@ class Scheduler:
                     catch_ups.append((task, missed))
                 else:
                     log.info("task %r missed runs while the server was down; skipping them "
-                             "(misfire: skip)", task.task_id)
+                             "(misfire: skip)", task.task_id, extra={"task_id": task.task_id})
         for task, missed in catch_ups:
             with self._lock:
                 self._count(task, missed, self._launcher.launch(task, Trigger.CATCH_UP, missed))
@@ -280,7 +280,7 @@ class Scheduler:
                 self._count(task, slot, self._launcher.fire(task, slot))
             except StoreUnavailable as exc:
                 log.error("task %r: the run due at %s was not started: %s", task_id, slot,
-                          exc.detail)
+                          exc.detail, extra={"task_id": task_id})
                 self.store.record_missed(task_id, slot, "not started: the store could not "
                                          f"record the run ({exc.detail})")
             # From now, not from the slot: a fire late by more than a period (a suspended
