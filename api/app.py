@@ -21,7 +21,7 @@ from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
 
-from . import edge, errors
+from . import edge, errors, metrics
 from .actions import ACTIONS, Context
 from .audit import AuditLog
 from .clientlimit import ClientLimiter
@@ -122,6 +122,7 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     edge.install(app, edge.Edge(guards=EdgeGuards(config), limiter=limiter,
                                 audit=AuditLog(config.data_dir / "audit.log",
                                                max_bytes=config.audit_max_bytes)))
+    metrics.install(app, scheduler, policy)
     app.register_blueprint(bp)
     errors.register(app)
     return app

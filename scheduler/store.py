@@ -209,6 +209,12 @@ class Store:
                                "ORDER BY run_id DESC LIMIT ?", (task_id, limit))
         return [_run(r) for r in rows]
 
+    def last_finished(self, status: RunStatus) -> dict[str, float]:
+        """Each task's latest ``finished_at`` among its kept runs in ``status``."""
+        rows = self._query("SELECT task_id, MAX(finished_at) FROM runs WHERE status = ? "
+                           "AND finished_at IS NOT NULL GROUP BY task_id", (status.value,))
+        return {task_id: finished for task_id, finished in rows}
+
     def prune_task(self, task_id: str, keep: int) -> int:
         """Drop a task's finished runs beyond the newest ``keep``."""
         final = ",".join("?" * len(FINAL))
