@@ -116,6 +116,8 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,
                                                  autostart=config.autostart))
+    # Before the scheduler opens: runs it launches at once (missed slots) are counted too.
+    metrics.install(app, scheduler, policy)
     scheduler.open()
     policy.start_watching()
     app.extensions[EXTENSION] = Context(scheduler=scheduler, policy=policy)
@@ -124,7 +126,6 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
                                 audit=AuditLog(config.data_dir / "audit.log",
                                                max_bytes=config.audit_max_bytes),
                                 public_paths=edge.PUBLIC_PATHS | dashboard.PUBLIC_PATHS))
-    metrics.install(app, scheduler, policy)
     app.register_blueprint(bp)
     app.register_blueprint(dashboard.bp)
     errors.register(app)

@@ -51,6 +51,7 @@ class RunMetrics:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
         self._last_success: dict[str, float] = {}
+        self._missing: set[str] = set()
         self._seeded = False
         self.duration = Histogram(f"{PREFIX}_run_duration_seconds",
                                   "Wall-clock time from a run's process start to its end.",
@@ -83,14 +84,22 @@ class RunMetrics:
         return self._seeded
 
     def snapshot(self, task_ids: set[str]) -> tuple[dict[tuple[str, str], int], dict[str, float]]:
-        """Counts and last successes of the tasks in ``task_ids``; the others' are dropped
-        (their task is gone)."""
+        """Counts and last successes of the tasks in ``task_ids`` (the tasks that exist).
+
+        The others are not shown, and are forgotten once they were missing from two scrapes
+        in a row: a task created (and run) while the scrape was listing the tasks is missing
+        from that one list, but keeps its counts for the next scrape."""
         with self._lock:
-            for key in [k for k in self._counts if k[0] not in task_ids]:
-                del self._counts[key]
-            for task_id in [t for t in self._last_success if t not in task_ids]:
-                del self._last_success[task_id]
-            return dict(self._counts), dict(self._last_success)
+            missing = {task_id for task_id, _ in self._counts} | set(self._last_success)
+            missing -= task_ids
+            gone = missing & self._missing
+            self._missing = missing - gone
+            if gone:
+                self._counts = {k: v for k, v in self._counts.items() if k[0] not in gone}
+                self._last_success = {k: v for k, v in self._last_success.items()
+                                      if k not in gone}
+            return ({k: v for k, v in self._counts.items() if k[0] in task_ids},
+                    {k: v for k, v in self._last_success.items() if k in task_ids})
 
     def _note_success(self, task_id: str, finished: float) -> None:
         if finished > self._last_success.get(task_id, 0.0):

@@ -171,6 +171,16 @@ def test_skipped_slots_count_without_duration_or_lateness():
     assert metrics.duration._sum.get() == 0 and metrics.lateness._sum.get() == 0
 
 
+def test_a_task_missing_from_one_scrape_keeps_its_counts_until_missing_twice():
+    metrics = RunMetrics(CollectorRegistry())
+    metrics.record(FinishedRun(1, "new", Trigger.MANUAL, RunStatus.SUCCEEDED, 1.0, 1.0, 2.0))
+    assert metrics.snapshot({"other"}) == ({}, {})  # created after the scrape listed tasks
+    assert metrics.snapshot({"new"}) == ({("new", "succeeded"): 1}, {"new": 2.0})
+    metrics.snapshot(set())  # removed
+    metrics.snapshot(set())
+    assert metrics.snapshot({"new"}) == ({}, {})  # forgotten: a new task of that name starts at 0
+
+
 def test_a_removed_task_leaves_no_series(app):
     client = app.test_client()
     create(app, "gone")
