@@ -21,7 +21,7 @@ from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
 
-from . import edge, errors, logformat
+from . import dashboard, edge, errors, logformat, metrics
 from .actions import ACTIONS, Context
 from .audit import AuditLog
 from .clientlimit import ClientLimiter
@@ -100,7 +100,8 @@ def schedule():
 def create_app(config: ServerConfig | None = None, *, executor: Executor | None = None) -> Flask:
     """Build the application and start its scheduler (see the module docstring)."""
     config = config or ServerConfig()
-    app = Flask(__name__)
+    # No implicit /static route: the dashboard serves its few files itself, with its headers.
+    app = Flask(__name__, static_folder=None)
     app.config["SERVER"] = config
     # One byte over the cap, so that a chunked body (no Content-Length), which werkzeug
     # cuts at this length rather than refusing, still shows it was too large.
@@ -116,14 +117,18 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,
                                                  autostart=config.autostart))
+    # Before the scheduler opens: runs it launches at once (missed slots) are counted too.
+    metrics.install(app, scheduler, policy)
     scheduler.open()
     policy.start_watching()
     app.extensions[EXTENSION] = Context(scheduler=scheduler, policy=policy)
     limiter = ClientLimiter(lambda: policy.current().rate_limits.requests_per_minute)
     edge.install(app, edge.Edge(guards=EdgeGuards(config), limiter=limiter,
                                 audit=AuditLog(config.data_dir / "audit.log",
-                                               max_bytes=config.audit_max_bytes)))
+                                               max_bytes=config.audit_max_bytes),
+                                public_paths=edge.PUBLIC_PATHS | dashboard.PUBLIC_PATHS))
     app.register_blueprint(bp)
+    app.register_blueprint(dashboard.bp)
     errors.register(app)
     return app
 

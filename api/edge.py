@@ -3,11 +3,12 @@
 The order of the checks is fixed (docs/ARCHITECTURE.md, "Decisions clients rely on"):
 Host/Origin (403) → token (401) → body size (413) → content type (415) → JSON and fields
 (400) → rate limit (429). The first two run here, before routing, on every path (so an
-unknown path or a wrong method reveals nothing without the token); ``GET /health`` needs
-no token. Body, content type and fields are read by the ``/schedule`` view; the rate limit
-is :func:`admit`, which the view's :class:`~api.fields.Body` calls once the action has
-read every field, so a malformed request gets its 400 (and is not counted) even when the
-client is over its rate.
+unknown path or a wrong method reveals nothing without the token); ``GET /health`` and
+the paths an :class:`Edge` names public (the dashboard's page and assets, which hold no
+data) need no token. Body, content type and fields are read by the ``/schedule`` view;
+the rate limit is :func:`admit`, which the view's :class:`~api.fields.Body` calls once the
+action has read every field, so a malformed request gets its 400 (and is not counted) even
+when the client is over its rate.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Edge:
     guards: EdgeGuards
     limiter: ClientLimiter
     audit: AuditLog
+    public_paths: frozenset[str] = PUBLIC_PATHS
 
 
 def _edge() -> Edge:
@@ -46,7 +48,7 @@ def _guard() -> None:
     edge = _edge()
     g.token_used = False
     edge.guards.check_browser(request.headers)
-    if request.path not in PUBLIC_PATHS:
+    if request.path not in edge.public_paths:
         g.token_used = edge.guards.check_token(request.headers)
 
 

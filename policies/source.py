@@ -41,6 +41,7 @@ class PolicySource:
         self._policy = load_policy(self.path, base_dir=base_dir)
         self.loaded_at = time.time()
         self.error: str | None = None
+        self.reload_errors = 0  # changes of the file that were not applied, since start
         self._next_check = clock() + check_interval
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -71,6 +72,7 @@ class PolicySource:
                 policy = load_policy(self.path, base_dir=self.base_dir)
             except PolicyFileError as exc:
                 self.error = exc.message
+                self.reload_errors += 1
                 log.error("policy %s not applied, the last good policy stays in force: %s",
                           self.path, exc.message)
                 return False

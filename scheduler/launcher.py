@@ -11,6 +11,8 @@ A run becomes a row in the store *before* it is handed to the executor, keyed by
 store failure finds its slot recorded and launches nothing. A result is recorded in the
 store and then, whatever the store did, the run leaves the active set (and the run waiting
 behind it is handed out), so a store failure can lose a record but never block a task.
+Listeners (``add_listener``) then hear of every run that ended, skipped slots included:
+this is how the metrics count outcomes without the launcher knowing about them.
 
 Lifecycle: ``open()`` opens the executor with this launcher's callbacks, ``close(grace)``
 closes it. Locking: the launcher has its own lock; a caller may hold the scheduler's lock
@@ -38,6 +40,36 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PRUNE_OUTPUT_EVERY = 100
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a listener hears when a run reaches its final status (times in epoch seconds;
+    ``started_at`` and ``lateness`` are None when no process was started)."""
+
+    run_id: int
+    task_id: str
+    trigger: Trigger
+    status: RunStatus
+    scheduled_for: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def lateness(self) -> float | None:
+        """Due time to the job's process having started (a manual run is due when asked)."""
+        if self.started_at is None:
+            return None
+        return max(0.0, self.started_at - self.scheduled_for)
+
+
+RunListener = Callable[[FinishedRun], None]
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,7 @@ class Launcher:
         self._active: dict[str, set[int]] = {}
         self._waiting: dict[str, RunRequest] = {}
         self._finished = 0
+        self._listeners: list[RunListener] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -85,6 +118,11 @@ class Launcher:
         """Close the executor: running jobs get ``grace`` seconds, then are cancelled."""
         self._executor.close(grace)
 
+    def add_listener(self, listener: RunListener) -> None:
+        """Call ``listener`` (from the executor's or the dispatcher's thread) for every run
+        that ends from now on; it must be quick and must not call back into the launcher."""
+        self._listeners.append(listener)
+
     # -- launching ----------------------------------------------------------------------
 
     def fire(self, task: Task, slot: float) -> int | None:
@@ -95,9 +133,11 @@ class Launcher:
             reason = self._skip_reason(task)
             if reason is None:
                 return self.launch(task, Trigger.SCHEDULE, slot)
-            self._store.insert_run(task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot,
-                                   slot=True, reason=reason)
-            return None
+            run_id = self._store.insert_run(task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED,
+                                            slot, slot=True, reason=reason)
+        if run_id is not None:
+            self._tell(FinishedRun(run_id, task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot))
+        return None
 
     def run_now(self, task: Task) -> int:
         """Launch a manual run of ``task`` now, within the rate limit (else RateLimited)."""
@@ -179,10 +219,19 @@ class Launcher:
             return
         self._prune(info.task_id)
         status = RunStatus.of(result.status)
+        self._tell(FinishedRun(result.run_id, info.task_id, info.trigger, status,
+                               info.scheduled_for, result.started_at, result.finished_at))
         if status in (RunStatus.ERROR, RunStatus.REJECTED):
             log.warning("run %d of task %r: %s: %s", result.run_id, info.task_id,
                         status.value, result.reason,
                         extra={"run_id": result.run_id, "task_id": info.task_id})
+
+    def _tell(self, finished: FinishedRun) -> None:
+        for listener in self._listeners:
+            try:
+                listener(finished)
+            except Exception:  # an observer's bug must not cost the run its bookkeeping
+                log.exception("run listener %r failed for run %s", listener, finished.run_id)
 
     def _settle(self, task_id: str, run_id: int) -> None:
         """Take a finished run out of the active set; hand out the run waiting behind it."""

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .executor import Executor
 from .grammar import IntervalSchedule, Schedule, parse_interval
-from .launcher import Launcher, run_request
+from .launcher import Launcher, RunListener, run_request
 from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
 from .store import Store, spec_from_json
 
@@ -260,6 +260,10 @@ class Scheduler:
         A manual run leaves the task's schedule and ``runs_fired`` alone."""
         with self._lock:
             return self._launcher.run_now(self._get(task_id))
+
+    def add_run_listener(self, listener: RunListener) -> None:
+        """Hear of every run that ends from now on (see :meth:`Launcher.add_listener`)."""
+        self._launcher.add_listener(listener)
 
     # -- firing -------------------------------------------------------------------------
 

@@ -448,6 +448,12 @@ class Store:
     def _delete(self, sql: str, params: Iterable[Any]) -> int:
         return self._use(lambda db: db.execute(sql, tuple(params)).rowcount, write=True)
 
+    def last_finished(self, status: RunStatus) -> dict[str, float]:
+        """Each task's latest ``finished_at`` among its kept runs in ``status``."""
+        rows = self._query("SELECT task_id, MAX(finished_at) FROM runs WHERE status = ? "
+                           "AND finished_at IS NOT NULL GROUP BY task_id", (status.value,))
+        return {task_id: finished for task_id, finished in rows}
+
     def prune_task(self, task_id: str, keep: int) -> int:
         """Drop a task's finished runs beyond the newest ``keep`` (none while the store fails)."""
         final = ",".join("?" * len(FINAL))

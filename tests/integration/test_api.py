@@ -433,8 +433,8 @@ def test_wrong_method_405_carries_allow_header(srv):
     assert "POST" in srv.raw("GET", "/schedule").headers.get("Allow", "")
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/nope"), ("POST", "/schedules"),
-                                          ("POST", "/schedule/list")])
+@pytest.mark.parametrize("method, path", [("GET", "/static/nope.js"), ("GET", "/nope"),
+                                          ("POST", "/schedules"), ("POST", "/schedule/list")])
 def test_unknown_path_is_404_json(srv, method, path):
     check_error(srv.raw(method, path, json={"action": "list"}), 404, None, None)
 
