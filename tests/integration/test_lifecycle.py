@@ -101,7 +101,9 @@ def test_a_killed_worker_is_replaced_and_its_run_recorded(server):
     wait_until(lambda: _gone(job), timeout=3, message="the dead worker's job to be killed")
     second = server.post("run", task_id="victim")["run_id"]
     server.processes_with("sleep 60.102")
-    assert server.post("output", run_id=second)["run"]["status"] == "running"
+    # The job can be seen a moment before the worker's report of its start arrives.
+    wait_until(lambda: server.post("output", run_id=second)["run"]["status"] == "running",
+               timeout=5, message="the second run to be running")
 
 
 def test_sigterm_lets_short_jobs_finish_and_interrupts_long_ones(make_server):
