@@ -16,7 +16,7 @@ from sandbox.types import RunRequest, RunResult, RunStatus
 
 from .errors import RateLimited
 from .models import Overlap, Task, Trigger
-from .ratelimit import SlidingWindow, retry_after_header
+from .ratelimit import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class FiringMixin:
             if wait:
                 raise RateLimited(f"more than {self._limiter.limit} runs per minute "
                                   "(rate_limits.runs_per_minute); try again later",
-                                  retry_after=retry_after_header(wait))
+                                  retry_after=wait)
             return self._launch(task, Trigger.MANUAL, now, counted=False)
 
     # -- executor callbacks (called from the executor's thread) -------------------------
