@@ -5,9 +5,8 @@ Host/Origin (403) → token (401) → body size (413) → content type (415) →
 (400) → rate limit (429). The first two run here, before routing, on every path (so an
 unknown path or a wrong method reveals nothing without the token); ``GET /health`` needs
 no token. Body, content type and fields are read by the ``/schedule`` view; the rate limit
-is :func:`admit`, which the view's :class:`~api.fields.Body` calls once the action has
-read every field, so a malformed request gets its 400 (and is not counted) even when the
-client is over its rate.
+is :func:`admit`, which the view calls once the action's request has been validated, so a
+malformed request gets its 400 (and is not counted) even when the client is over its rate.
 """
 
 from __future__ import annotations
