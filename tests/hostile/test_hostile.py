@@ -10,6 +10,8 @@ import pytest
 
 from ..helpers import wait_until
 
+pytestmark = pytest.mark.slow
+
 FORK_BOMB = """
 import os, time
 children = 0
