@@ -64,7 +64,7 @@ def _timestamp(value: Any) -> Any:
     if isinstance(value, str) and len(value) <= 64:
         try:
             return datetime.fromisoformat(value.strip()).timestamp()
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # not a time, or out of the clock's range
             pass
     raise ValueError("not a time")
 
@@ -141,10 +141,24 @@ class StatusRequest(Request):
     action: Literal["status"]
 
 
+def _type_rules(schema: dict[str, Any]) -> None:
+    """Each type takes its own parameter (required but for test) and no other's."""
+    rules = []
+    for kind in TaskType:
+        others = {p: {"type": "null"} for p in TASK_PARAMETERS if p != kind.parameter}
+        then: dict[str, Any] = {"properties": others}
+        if kind.parameter_required:
+            then = {"required": [kind.parameter],
+                    "properties": {kind.parameter: {"type": "string"}, **others}}
+        rules.append({"if": {"properties": {"type": {"const": kind.value}}, "required": ["type"]},
+                      "then": then})
+    schema["allOf"] = rules
+
+
 class CreateRequest(Request):
     """A new task: its id, type, schedule, the type's parameter, and options."""
 
-    model_config = ConfigDict(json_schema_extra=lambda schema: _type_rules(schema))
+    model_config = ConfigDict(json_schema_extra=_type_rules)
 
     action: Literal["create"]
     task_id: _field(TaskId, TASK_ID_FORMS)
@@ -176,7 +190,7 @@ class CreateRequest(Request):
     def spec_fields(self) -> dict[str, Any]:
         """The task fields the client sent, by their :class:`~scheduler.models.TaskSpec` names."""
         given = self.given() - {"task_id"}
-        return {name: getattr(self, name) for name in self.model_fields if name in given}
+        return {name: getattr(self, name) for name in type(self).model_fields if name in given}
 
 
 class UpdateRequest(CreateRequest):
@@ -237,20 +251,6 @@ REQUESTS: dict[str, type[Request]] = {
         UpdateRequest, PauseRequest, ResumeRequest, RunRequest, RunsRequest, OutputRequest,
         ValidateRequest, StatusRequest)
 }
-
-
-def _type_rules(schema: dict[str, Any]) -> None:
-    """Each type takes its own parameter (required but for test) and no other's."""
-    rules = []
-    for kind in TaskType:
-        others = {p: {"type": "null"} for p in TASK_PARAMETERS if p != kind.parameter}
-        then: dict[str, Any] = {"properties": others}
-        if kind.parameter_required:
-            then = {"required": [kind.parameter],
-                    "properties": {kind.parameter: {"type": "string"}, **others}}
-        rules.append({"if": {"properties": {"type": {"const": kind.value}}, "required": ["type"]},
-                      "then": then})
-    schema["allOf"] = rules
 
 
 def request_schema(action: str) -> dict[str, Any]:
