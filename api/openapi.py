@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import TypeAdapter
-from pydantic.json_schema import GenerateJsonSchema
 
 from .actions import ACTIONS, response_type
-from .requests import REQUESTS
+from .requests import REQUESTS, SchemaGenerator
 from .responses import Error
 
 Schema = dict[str, Any]
@@ -30,13 +29,6 @@ def _obj(properties: dict[str, Schema]) -> Schema:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
-class _Untitled(GenerateJsonSchema):
-    """pydantic's generator without the ``title`` it derives from every Python name."""
-
-    def field_title_should_be_set(self, schema) -> bool:
-        return False
-
-
 def _schemas() -> Schema:
     """Every request, response and shared shape, keyed by its name in the components."""
     adapters = [(f"{_name(a)}Request", "validation", TypeAdapter(REQUESTS[a])) for a in ACTIONS]
@@ -44,7 +36,7 @@ def _schemas() -> Schema:
                  for a in ACTIONS]
     adapters.append(("Error", "serialization", TypeAdapter(Error)))
     keyed, defs = TypeAdapter.json_schemas(adapters, ref_template=REF,
-                                           schema_generator=_Untitled)
+                                           schema_generator=SchemaGenerator)
     schemas = dict(defs["$defs"])
     for (name, _), schema in keyed.items():
         # A shape shared by several actions (start/stop, create/update) is defined once.

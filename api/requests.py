@@ -27,6 +27,7 @@ from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
     WithJsonSchema, model_validator,
 )
+from pydantic.json_schema import GenerateJsonSchema
 
 from policies import TASK_PARAMETERS, TaskType
 from scheduler.models import Misfire, Overlap
@@ -203,30 +204,31 @@ class UpdateRequest(CreateRequest):
     interval: Interval = None
 
 
-class RemoveRequest(Request):
+class TaskRequest(Request):
+    """An action on one task."""
+
+    task_id: _field(TaskId, TASK_ID_FORMS)
+
+
+class RemoveRequest(TaskRequest):
     action: Literal["remove"]
-    task_id: _field(TaskId, TASK_ID_FORMS)
 
 
-class GetRequest(Request):
+class GetRequest(TaskRequest):
     action: Literal["get"]
-    task_id: _field(TaskId, TASK_ID_FORMS)
     limit: Limit = 20
 
 
-class PauseRequest(Request):
+class PauseRequest(TaskRequest):
     action: Literal["pause"]
-    task_id: _field(TaskId, TASK_ID_FORMS)
 
 
-class ResumeRequest(Request):
+class ResumeRequest(TaskRequest):
     action: Literal["resume"]
-    task_id: _field(TaskId, TASK_ID_FORMS)
 
 
-class RunRequest(Request):
+class RunRequest(TaskRequest):
     action: Literal["run"]
-    task_id: _field(TaskId, TASK_ID_FORMS)
 
 
 class RunsRequest(Request):
@@ -253,9 +255,21 @@ REQUESTS: dict[str, type[Request]] = {
 }
 
 
-def request_schema(action: str) -> dict[str, Any]:
-    """The JSON Schema of ``action``'s body (self-contained, with ``$defs``)."""
-    return REQUESTS[action].model_json_schema()
+class SchemaGenerator(GenerateJsonSchema):
+    """pydantic's generator without the ``title`` it derives from every field's Python name."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+
+def request_schema(action: str, *, with_action: bool = True) -> dict[str, Any]:
+    """The JSON Schema of ``action``'s body (self-contained, with ``$defs``); without the
+    ``action`` key for a front end that names the action otherwise (a tool's arguments)."""
+    schema = REQUESTS[action].model_json_schema(schema_generator=SchemaGenerator)
+    if not with_action:
+        del schema["properties"]["action"]
+        schema["required"] = [key for key in schema["required"] if key != "action"]
+    return schema
 
 
 def parse(action: str, data: dict[str, Any]) -> Request:
