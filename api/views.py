@@ -1,4 +1,5 @@
-"""How tasks and runs look in responses (the seed's shapes, plus the extension keys).
+"""How tasks and runs look in responses (the original shapes clients rely on, plus the
+extension keys).
 
 The shapes are declared in :mod:`api.responses`; these functions fill them in.
 """

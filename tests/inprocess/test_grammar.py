@@ -1,4 +1,4 @@
-"""The schedule grammar through the API (DESIGN §4), in-process: every accepted form through
+"""The schedule grammar through the API, in-process: every accepted form through
 `validate` and `create` with its canonical text and next runs, and every refused form as a
 400 ``invalid_interval`` naming the field and listing the accepted forms.
 """
@@ -216,7 +216,7 @@ def test_update_refuses_and_changes_nothing(srv, interval):
 
 
 def test_policy_minimum_interval(tmp_path_factory):
-    """rate_limits.min_interval_seconds refuses too-short intervals (DESIGN §4)."""
+    """rate_limits.min_interval_seconds refuses too-short intervals."""
     base = tmp_path_factory.mktemp("min-interval")
     server = App(base, policy_text=f"version: 1\nallowed_directories: [{base / 'workspace'}]\n"
                                    "rate_limits:\n  min_interval_seconds: 60\n")
