@@ -29,20 +29,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies import TASK_PARAMETERS
+
+from ..envelope import ERROR_KEYS
 from ..helpers import Server
 from ..inprocess.harness import App
 from .schema_tools import ANY_JSON, Validator, from_schema
 
 pytestmark = pytest.mark.slow
 
-ERROR_KEYS = {"status", "message", "code", "field"}
 READ_ONLY = {"list", "get", "runs", "output", "status", "validate"}
 # Codes that say the request's shape was wrong (what the document's schemas describe);
 # other 400s (bad interval, path outside the policy, ...) are about meaning.
 SHAPE_CODES = {"missing_field", "unknown_field", "unused_field", "invalid_parameter",
                "invalid_task_id", "invalid_type", "invalid_action", "invalid_json", "invalid_body"}
 SEMANTIC_FIELDS = {"until", "start_at"}  # times: the schema says string, the parser judges
-TYPE_PARAMETERS = {"command", "file_path", "custom_script"}
 
 POLICY = """\
 version: 1
@@ -109,7 +110,7 @@ def _shape_error(action: str, reply: dict) -> bool:
     if reply["code"] not in SHAPE_CODES or reply["field"] in SEMANTIC_FIELDS:
         return False
     # update: which parameter a new type needs depends on the stored task, not the body
-    return not (action == "update" and reply["field"] in TYPE_PARAMETERS)
+    return not (action == "update" and reply["field"] in TASK_PARAMETERS)
 
 
 # One request: (method, path, body, content type) -> (status, content type, body).
