@@ -17,7 +17,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from scheduler.ratelimit import SlidingWindow, retry_after_header
+from scheduler.ratelimit import SlidingWindow
+
+from .errors import retry_after_header
 
 WINDOW_SECONDS = 60.0
 MAX_CLIENTS = 4096

@@ -6,9 +6,9 @@ Host/Origin (403) → token (401) → body size (413) → content type (415) →
 unknown path or a wrong method reveals nothing without the token); ``GET /health`` and
 the paths an :class:`Edge` names public (the dashboard's page and assets, which hold no
 data) need no token. Body, content type and fields are read by the ``/schedule`` view;
-the rate limit is :func:`admit`, which the view's :class:`~api.fields.Body` calls once the
-action has read every field, so a malformed request gets its 400 (and is not counted) even
-when the client is over its rate.
+the rate limit is :func:`admit`, which the view calls once the action's request has been
+validated, so a malformed request gets its 400 (and is not counted) even when the client
+is over its rate.
 """
 
 from __future__ import annotations

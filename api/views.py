@@ -1,12 +1,17 @@
-"""How tasks and runs look in responses (the compatibility contract of docs/ARCHITECTURE.md)."""
+"""How tasks and runs look in responses (the original shapes clients rely on, plus the
+extension keys).
+
+The shapes are declared in :mod:`api.responses`; these functions fill them in.
+"""
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any
 
 from scheduler.models import Run, Task, task_state
+
+from . import responses as rs
 
 TAIL_CHARS = 4096
 
@@ -25,62 +30,60 @@ def _fmt_second(second: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
 
 
-def task_details(task: Task, next_run: float | None) -> dict[str, Any]:
+def task_details(task: Task, next_run: float | None) -> rs.TaskDetails:
     spec = task.spec
-    return {
-        "type": spec.task_type.value,
-        "interval": spec.interval,
-        "command": spec.command,
-        "file_path": spec.file_path,
-        "custom_script": spec.custom_script,
-        "next_run": fmt_time(next_run),
-        "created_at": fmt_time(task.created_at),
-        "schedule": task.schedule.canonical,
-        "updated_at": fmt_time(task.updated_at),
-        "working_dir": spec.working_dir,
-        "env": dict(spec.env),
-        "timeout": spec.timeout,
-        "overlap": spec.overlap.value,
-        "misfire": spec.misfire.value,
-        "until": fmt_time(spec.until),
-        "start_at": fmt_time(spec.start_at),
-        "max_runs": spec.max_runs,
-        "paused": task.paused,
-        "state": task_state(task, next_run),
-        "runs_fired": task.runs_fired,
-    }
+    return rs.TaskDetails(
+        type=spec.task_type.value,
+        interval=spec.interval,
+        command=spec.command,
+        file_path=spec.file_path,
+        custom_script=spec.custom_script,
+        next_run=fmt_time(next_run),
+        created_at=fmt_time(task.created_at),
+        schedule=task.schedule.canonical,
+        updated_at=fmt_time(task.updated_at),
+        working_dir=spec.working_dir,
+        env=dict(spec.env),
+        timeout=spec.timeout,
+        overlap=spec.overlap.value,
+        misfire=spec.misfire.value,
+        until=fmt_time(spec.until),
+        start_at=fmt_time(spec.start_at),
+        max_runs=spec.max_runs,
+        paused=task.paused,
+        state=task_state(task, next_run),
+        runs_fired=task.runs_fired,
+    )
 
 
-def task_view(task: Task, next_run: float | None) -> dict[str, Any]:
-    return {"id": task.task_id, "details": task_details(task, next_run)}
+def task_view(task: Task, next_run: float | None) -> rs.Task:
+    return rs.Task(id=task.task_id, details=task_details(task, next_run))
 
 
 def _tail(text: str) -> str:
     return text if len(text) <= TAIL_CHARS else text[-TAIL_CHARS:]
 
 
-def run_view(run: Run, *, full_output: bool = False) -> dict[str, Any]:
+def run_view(run: Run, *, full_output: bool = False) -> rs.Run:
     """A run record; ``runs`` shows the last ``TAIL_CHARS`` of each stream (and says so in
     ``output_is_tail``), ``output`` all that was kept."""
-    view = {
-        "run_id": run.run_id,
-        "task_id": run.task_id,
-        "trigger": run.trigger.value,
-        "status": run.status.value,
-        "reason": run.reason,
-        "exit_code": run.exit_code,
-        "scheduled_for": fmt_time(run.scheduled_for),
-        "started_at": fmt_time(run.started_at),
-        "finished_at": fmt_time(run.finished_at),
-        "duration_ms": run.duration_ms,
-        "lateness_ms": run.lateness_ms,
-        "truncated": run.truncated,
-        "tests": run.tests.to_dict() if run.tests else None,
-    }
-    if full_output:
-        view["stdout"], view["stderr"] = run.stdout, run.stderr
-    else:
-        view["stdout"], view["stderr"] = _tail(run.stdout), _tail(run.stderr)
-    view["output_is_tail"] = not full_output and (len(run.stdout) > TAIL_CHARS
-                                                   or len(run.stderr) > TAIL_CHARS)
-    return view
+    shown = (run.stdout, run.stderr) if full_output else (_tail(run.stdout), _tail(run.stderr))
+    return rs.Run(
+        run_id=run.run_id,
+        task_id=run.task_id,
+        trigger=run.trigger.value,
+        status=run.status.value,
+        reason=run.reason,
+        exit_code=run.exit_code,
+        scheduled_for=fmt_time(run.scheduled_for),
+        started_at=fmt_time(run.started_at),
+        finished_at=fmt_time(run.finished_at),
+        duration_ms=run.duration_ms,
+        lateness_ms=run.lateness_ms,
+        truncated=run.truncated,
+        tests=rs.TestCounts(**run.tests.to_dict()) if run.tests else None,
+        stdout=shown[0],
+        stderr=shown[1],
+        output_is_tail=not full_output and (len(run.stdout) > TAIL_CHARS
+                                            or len(run.stderr) > TAIL_CHARS),
+    )

@@ -1,17 +1,18 @@
-"""Errors raised by the policy package.
+"""Errors raised by the policy package, and the root of every error of the server.
 
 Every error carries a stable snake_case ``code`` and, where one field of a request or of the
-policy file is at fault, that ``field``. The HTTP layer maps these classes to status codes in
-one place; nothing below it knows about HTTP.
+policy file is at fault, that ``field``. :class:`TaskSchedulerError` lives here because this
+is the lowest layer: each package's ``errors.py`` derives its base from it, and the HTTP
+layer maps the classes to status codes in one place; nothing below it knows about HTTP.
 """
 
 from __future__ import annotations
 
 
-class PolicyError(Exception):
-    """Base class of every error raised by :mod:`policies`."""
+class TaskSchedulerError(Exception):
+    """Root of every error the server raises on purpose: ``code``, ``message``, ``field``."""
 
-    code = "policy_error"
+    code = "error"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -19,6 +20,12 @@ class PolicyError(Exception):
         self.field = field
         if code is not None:
             self.code = code
+
+
+class PolicyError(TaskSchedulerError):
+    """Base class of every error raised by :mod:`policies`."""
+
+    code = "policy_error"
 
 
 class PolicyFileError(PolicyError):

@@ -26,8 +26,16 @@ class IsolationLevel(str, enum.Enum):
     def rank(self) -> int:
         return list(IsolationLevel).index(self)
 
+    # All four: as a str subclass the enum would otherwise compare the names alphabetically
+    # wherever one is missing (``FULL > PROCESS`` was False).
     def __ge__(self, other: "IsolationLevel") -> bool:  # type: ignore[override]
-        return self.rank >= other.rank
+        return self.rank >= IsolationLevel(other).rank
+
+    def __gt__(self, other: "IsolationLevel") -> bool:  # type: ignore[override]
+        return self.rank > IsolationLevel(other).rank
+
+    def __le__(self, other: "IsolationLevel") -> bool:  # type: ignore[override]
+        return self.rank <= IsolationLevel(other).rank
 
     def __lt__(self, other: "IsolationLevel") -> bool:  # type: ignore[override]
-        return self.rank < other.rank
+        return self.rank < IsolationLevel(other).rank

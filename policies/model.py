@@ -77,12 +77,29 @@ def show(value: object, limit: int = 120) -> str:
 
 
 class TaskType(str, enum.Enum):
-    """The kinds of task an agent may schedule."""
+    """The kinds of task an agent may schedule, each with the one request field (its
+    ``parameter``) that says what it runs."""
 
     COMMAND = "command"
     TEST = "test"
     SCRIPT = "script"
     CUSTOM = "custom"
+
+    @property
+    def parameter(self) -> str:
+        """The field a task of this type takes: ``command``, ``file_path`` or ``custom_script``."""
+        return _PARAMETER[self]
+
+    @property
+    def parameter_required(self) -> bool:
+        """False only for ``test``: without ``file_path`` it tests the working directory."""
+        return self is not TaskType.TEST
+
+
+_PARAMETER = {TaskType.COMMAND: "command", TaskType.TEST: "file_path",
+              TaskType.SCRIPT: "file_path", TaskType.CUSTOM: "custom_script"}
+# Every type's parameter, in the order a request's fields are checked.
+TASK_PARAMETERS: tuple[str, ...] = tuple(dict.fromkeys(_PARAMETER.values()))
 
 
 def _bounded(default: int, ceiling: int):

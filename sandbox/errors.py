@@ -1,18 +1,14 @@
-"""Errors raised by the sandbox package (one base class)."""
+"""Errors raised by the sandbox package (one base class, under the server-wide root)."""
 
 from __future__ import annotations
 
+from policies.errors import TaskSchedulerError
 
-class SandboxError(Exception):
+
+class SandboxError(TaskSchedulerError):
     """Base class of every error raised by :mod:`sandbox`."""
 
     code = "sandbox_error"
-
-    def __init__(self, message: str, *, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
 
 
 class PoolClosed(SandboxError):

@@ -61,6 +61,8 @@ def plan_run(request: RunRequest, tmpdir: Path, source_env: dict[str, str] | Non
 
     report_path = None
     kind = request.task_type
+    if kind.parameter_required and not getattr(request, kind.parameter):
+        raise PolicyViolation(f"a {kind.value} task needs {kind.parameter}", field=kind.parameter)
     if kind is TaskType.COMMAND:
         command = request.command or ""
         policy.commands.check(command)
@@ -81,8 +83,6 @@ def plan_run(request: RunRequest, tmpdir: Path, source_env: dict[str, str] | Non
                            *pytest_args(target, policy.allowed_directories),
                            f"--junitxml={report_path}", str(target))
     elif kind is TaskType.SCRIPT:
-        if not request.file_path:
-            raise PolicyViolation("a script task needs file_path", field="file_path")
         script = policy.resolve_file(request.file_path, cwd, must_be_file=True)
         argv = python_argv(str(script))
     elif kind is TaskType.CUSTOM:

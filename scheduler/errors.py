@@ -1,6 +1,7 @@
 """Errors raised by the scheduler package.
 
-One base class, :class:`SchedulerError`; each error has a stable ``code`` that clients
+One base class, :class:`SchedulerError` (under the server-wide root
+:class:`policies.errors.TaskSchedulerError`); each error has a stable ``code`` that clients
 branch on and, where one request field is at fault, that ``field``. The HTTP layer maps the
 classes to status codes in one place.
 """
@@ -9,18 +10,13 @@ from __future__ import annotations
 
 import enum
 
+from policies.errors import TaskSchedulerError
 
-class SchedulerError(Exception):
+
+class SchedulerError(TaskSchedulerError):
     """Base class of every error raised by :mod:`scheduler`."""
 
     code = "scheduler_error"
-
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        if code is not None:
-            self.code = code
 
 
 class InvalidRequest(SchedulerError):
@@ -78,11 +74,12 @@ class TaskExists(SchedulerError):
 
 
 class RateLimited(SchedulerError):
-    """A rate limit was hit; ``retry_after`` is the number of seconds to wait."""
+    """A rate limit was hit; ``retry_after`` is the number of seconds to wait (a fraction:
+    the HTTP layer rounds it up for its header)."""
 
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int):
+    def __init__(self, message: str, *, retry_after: float):
         super().__init__(message)
         self.retry_after = retry_after
 

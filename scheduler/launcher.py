@@ -34,7 +34,7 @@ from sandbox.types import Outcome, RunRequest, RunResult
 from .errors import RateLimited
 from .executor import Executor
 from .models import Overlap, RunStatus, Task, TaskSpec, Trigger
-from .ratelimit import SlidingWindow, retry_after_header
+from .ratelimit import SlidingWindow
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class Launcher:
             if wait:
                 raise RateLimited(f"more than {self._limiter.limit} runs per minute "
                                   "(rate_limits.runs_per_minute); try again later",
-                                  retry_after=retry_after_header(wait))
+                                  retry_after=wait)
             run_id = self.launch(task, Trigger.MANUAL, now)
             assert run_id is not None, "a manual run has no slot to collide on"
             return run_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import deque
 
@@ -30,7 +29,3 @@ class SlidingWindow:
         with self._lock:
             self.limit = limit
 
-
-def retry_after_header(seconds: float) -> int:
-    """Whole seconds for an HTTP ``Retry-After`` header (never 0)."""
-    return max(1, math.ceil(seconds))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Any
 
-from policies import Policy, TaskType
+from policies import TASK_PARAMETERS, Policy
 from sandbox.launch import check_request
 
 from .dispatcher import Dispatcher
@@ -37,11 +37,6 @@ from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
 from .store import Store, spec_from_json
 
 log = logging.getLogger(__name__)
-
-REQUIRED_PARAMETER = {TaskType.COMMAND: "command", TaskType.SCRIPT: "file_path",
-                      TaskType.CUSTOM: "custom_script"}
-PARAMETERS = {TaskType.COMMAND: {"command"}, TaskType.TEST: {"file_path"},
-              TaskType.SCRIPT: {"file_path"}, TaskType.CUSTOM: {"custom_script"}}
 
 
 @dataclass(frozen=True)
@@ -218,7 +213,8 @@ class Scheduler:
         with self._lock:
             task = self._get(task_id)
             if changes.get("task_type", task.spec.task_type) is not task.spec.task_type:
-                unused = PARAMETERS[task.spec.task_type] - PARAMETERS[changes["task_type"]] - set(changes)
+                unused = ({task.spec.task_type.parameter} - {changes["task_type"].parameter}
+                          - set(changes))
                 changes = {**changes, **{name: None for name in unused}}
             spec = replace(task.spec, **changes)
             schedule = self._check(spec, now)
@@ -361,15 +357,14 @@ class Scheduler:
     def _check(self, spec: TaskSpec, now: float) -> Schedule:
         """Validate a whole spec against the grammar and the policy in force."""
         schedule = self._parse(spec.interval)
-        needed = REQUIRED_PARAMETER.get(spec.task_type)
-        if needed and not getattr(spec, needed):
-            raise InvalidRequest(f"a '{spec.task_type.value}' task needs '{needed}'",
-                                 field=needed, code="missing_field")
-        for name in ("command", "file_path", "custom_script"):
-            if getattr(spec, name) is not None and name not in PARAMETERS[spec.task_type]:
-                raise InvalidRequest(f"a '{spec.task_type.value}' task does not use '{name}'; "
-                                     f"it takes {', '.join(sorted(PARAMETERS[spec.task_type]))}",
-                                     field=name, code="unused_field")
+        kind = spec.task_type
+        if kind.parameter_required and not getattr(spec, kind.parameter):
+            raise InvalidRequest(f"a '{kind.value}' task needs '{kind.parameter}'",
+                                 field=kind.parameter, code="missing_field")
+        for name in TASK_PARAMETERS:
+            if getattr(spec, name) is not None and name != kind.parameter:
+                raise InvalidRequest(f"a '{kind.value}' task does not use '{name}'; "
+                                     f"it takes {kind.parameter}", field=name, code="unused_field")
         if spec.until is not None and spec.until <= now:
             raise InvalidRequest("'until' is in the past; give a future time", field="until")
         check_request(run_request(spec, self.policy(), run_id=0, task_id="check"))

@@ -1,6 +1,14 @@
-"""Shared fixtures. Integration tests talk real HTTP to a real server process."""
+"""Shared fixtures. Integration tests talk real HTTP to a real server process; the tests in
+``tests/inprocess`` drive the application in-process (:mod:`tests.inprocess.harness`).
+
+Tiers: tests marked ``slow`` (fuzzing, hostile tasks, load, the browser, long timings) are
+left out by ``make test-fast``; ``make test`` runs everything.
+"""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -39,3 +47,23 @@ def make_server(tmp_path_factory):
 @pytest.fixture
 def server(make_server) -> Server:
     return make_server()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+@pytest.fixture
+def require() -> Callable[[object, str, str], None]:
+    """``require(available, what, how)``: a test that needs something this machine lacks
+    (Chromium, root, cgroups) is skipped with a reason that says ``how`` to get ``what``.
+    Under ``CI=true`` it fails instead: CI is where every test must really run."""
+
+    def check(available: object, what: str, how: str) -> None:
+        if available:
+            return
+        reason = f"needs {what}, which this machine lacks; to run it: {how}"
+        if _in_ci():
+            pytest.fail(f"{reason} (CI=true: a missing requirement fails the run)")
+        pytest.skip(reason)
+    return check

@@ -25,6 +25,8 @@ SAMPLED = "(sampled)"
 # cgroups and no namespaces; the process layer alone must contain escapees and balloons.
 WITHOUT_ROOT = ("cgroups", "namespaces")
 
+pytestmark = pytest.mark.slow
+
 FORK_BOMB = """
 import os, time
 children = 0

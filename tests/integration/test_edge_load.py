@@ -25,6 +25,8 @@ import pytest
 
 from ..helpers import Server
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 200
 PER_CLIENT = 25
 RPM = 5

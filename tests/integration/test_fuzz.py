@@ -1,13 +1,17 @@
 """Property-based fuzzing of POST /schedule against the server's own OpenAPI document.
 
-One real server; thousands of requests: bodies generated from the document's request
-schemas, the same bodies mutated (a key dropped, a value replaced by any JSON, an unknown
-key, another action), arbitrary JSON, and raw requests (any bytes, content types). For
-every response: never a 5xx, always JSON with a ``status``; an error is exactly the
-envelope; a success matches the document's response schema and its request matches the
-request schema (so the document does not refuse what the server accepts); a schema-valid
-request is never refused for its shape; and after every refused request the stored state
-(tasks, runs, running) is what it was.
+Thousands of requests: bodies generated from the document's request schemas
+(hypothesis-jsonschema), the same bodies mutated (a key dropped, a value replaced by any
+JSON, an unknown key, another action), arbitrary JSON, and raw requests (any bytes,
+content types). For every response: never a 5xx, always JSON with a ``status``; an error
+is exactly the envelope; a success matches the document's response schema and its request
+matches the request schema (so the document does not refuse what the server accepts); a
+schema-valid request is never refused for its shape; and after every refused request the
+stored state (tasks, runs, running) is what it was.
+
+The bodies go to the application in-process (Flask's test client, an executor that runs
+nothing: the properties are about the request path, and this is several times faster);
+the raw requests go to a real server, through its HTTP stack.
 
 Deterministic (``derandomize``), no example database. The policy keeps it harmless: only
 the program ``true`` may run, no schedule shorter than an hour, at most 20 tasks.
@@ -19,22 +23,27 @@ import http.client
 import json
 import string
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies import TASK_PARAMETERS
+
+from ..envelope import ERROR_KEYS
 from ..helpers import Server
+from ..inprocess.harness import App
 from .schema_tools import ANY_JSON, Validator, from_schema
 
-ERROR_KEYS = {"status", "message", "code", "field"}
+pytestmark = pytest.mark.slow
+
 READ_ONLY = {"list", "get", "runs", "output", "status", "validate"}
 # Codes that say the request's shape was wrong (what the document's schemas describe);
 # other 400s (bad interval, path outside the policy, ...) are about meaning.
 SHAPE_CODES = {"missing_field", "unknown_field", "unused_field", "invalid_parameter",
                "invalid_task_id", "invalid_type", "invalid_action", "invalid_json", "invalid_body"}
 SEMANTIC_FIELDS = {"until", "start_at"}  # times: the schema says string, the parser judges
-TYPE_PARAMETERS = {"command", "file_path", "custom_script"}
 
 POLICY = """\
 version: 1
@@ -101,15 +110,55 @@ def _shape_error(action: str, reply: dict) -> bool:
     if reply["code"] not in SHAPE_CODES or reply["field"] in SEMANTIC_FIELDS:
         return False
     # update: which parameter a new type needs depends on the stored task, not the body
-    return not (action == "update" and reply["field"] in TYPE_PARAMETERS)
+    return not (action == "update" and reply["field"] in TASK_PARAMETERS)
+
+
+# One request: (method, path, body, content type) -> (status, content type, body).
+Transport = Callable[[str, str, bytes, str], tuple[int, str, bytes]]
+
+
+class HttpTransport:
+    """Requests to a real server on one kept-alive connection (requests' overhead would
+    double the run time)."""
+
+    def __init__(self, server: Server):
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+
+    def __call__(self, method: str, path: str, data: bytes,
+                 content_type: str) -> tuple[int, str, bytes]:
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            self.conn.request(method, path, body=data, headers=headers)
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # the server closed the kept-alive connection before reading the request
+            self.conn.close()
+            self.conn.request(method, path, body=data, headers=headers)
+            response = self.conn.getresponse()
+        reply = response.read()
+        if response.will_close:
+            self.conn.close()
+        return response.status, response.getheader("Content-Type", ""), reply
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def in_process(app: App) -> Transport:
+    def request(method: str, path: str, data: bytes, content_type: str):
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = app.client.open(path, method=method, data=data,
+                                   headers={"Host": "127.0.0.1", **headers})
+        return response.status_code, response.headers.get("Content-Type", ""), response.data
+    return request
 
 
 class Fuzz:
-    """The server under test, its document, and the state every refusal must leave alone."""
+    """The application under test, its document, and the state every refusal must leave
+    alone."""
 
-    def __init__(self, server: Server):
-        self.server = server
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    def __init__(self, request: Transport):
+        self.request = request
         self.doc = json.loads(self.request("GET", "/openapi.json", b"", "")[2])
         self.validator = Validator(self.doc)
         schemas = self.doc["components"]["schemas"]
@@ -124,26 +173,8 @@ class Fuzz:
         self.outcomes: Counter[tuple[str, int]] = Counter()  # (action, HTTP status): a summary
 
     def bodies_with(self, overrides: dict) -> st.SearchStrategy:
-        return st.one_of([from_schema(self.validator, self.request_schema[a], overrides)
+        return st.one_of([from_schema(self.doc, self.request_schema[a], overrides)
                           for a in self.actions])
-
-    def request(self, method: str, path: str, data: bytes,
-                content_type: str) -> tuple[int, str, bytes]:
-        """One request on a kept-alive connection (requests' overhead would double the run
-        time); (status, content type, body)."""
-        headers = {"Content-Type": content_type} if content_type else {}
-        try:
-            self.conn.request(method, path, body=data, headers=headers)
-            response = self.conn.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            # the server closed the kept-alive connection before reading the request
-            self.conn.close()
-            self.conn.request(method, path, body=data, headers=headers)
-            response = self.conn.getresponse()
-        reply = response.read()
-        if response.will_close:
-            self.conn.close()
-        return response.status, response.getheader("Content-Type", ""), reply
 
     def post(self, body: dict) -> dict:
         return json.loads(self.request("POST", "/schedule", json.dumps(body).encode(),
@@ -196,21 +227,43 @@ class Fuzz:
         if action not in READ_ONLY:
             self.known = self.state()
 
+    def summary(self) -> str:
+        return (f"fuzz: {self.cases} cases; (action, status) -> count: "
+                f"{dict(sorted(self.outcomes.items(), key=lambda kv: (kv[0][0], kv[0][1])))}")
 
-@pytest.fixture(scope="module")
-def fuzz(tmp_path_factory):
-    base = tmp_path_factory.mktemp("fuzz")
+
+def _workspace(base):
     (base / "workspace").mkdir()
     (base / "workspace" / "job.py").write_text("print(1)\n")
     (base / "workspace" / "test_ok.py").write_text("def test_ok():\n    pass\n")
-    server = Server(base, policy_text=POLICY.format(workspace=base / "workspace")).start()
+    return POLICY.format(workspace=base / "workspace")
+
+
+@pytest.fixture(scope="module")
+def fuzz(tmp_path_factory):
+    """The bodies' target: the application in-process."""
+    base = tmp_path_factory.mktemp("fuzz")
+    app = App(base, policy_text=_workspace(base))
     try:
-        fuzz = Fuzz(server)
+        fuzz = Fuzz(in_process(app))
         yield fuzz
-        print(f"\nfuzz: {fuzz.cases} cases; (action, status) -> count: "
-              f"{dict(sorted(fuzz.outcomes.items(), key=lambda kv: (kv[0][0], kv[0][1])))}")
-        fuzz.conn.close()
+        print("\n" + fuzz.summary())
     finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def served_fuzz(tmp_path_factory):
+    """The raw requests' target: a real server."""
+    base = tmp_path_factory.mktemp("fuzz-http")
+    server = Server(base, policy_text=_workspace(base)).start()
+    transport = HttpTransport(server)
+    try:
+        fuzz = Fuzz(transport)
+        yield fuzz
+        print("\n" + fuzz.summary())
+    finally:
+        transport.close()
         server.stop()
 
 
@@ -286,7 +339,8 @@ def test_arbitrary_json(fuzz):
     run()
 
 
-def test_raw_requests(fuzz):
+def test_raw_requests(served_fuzz):
+    fuzz = served_fuzz
     content_types = st.sampled_from(["application/json", "application/json; charset=utf-8",
                                      "text/plain", "application/x-www-form-urlencoded",
                                      "multipart/form-data; boundary=x", "", "application/jsonx"])

@@ -1,6 +1,6 @@
-"""The schedule grammar over HTTP (README, "Schedules"): every accepted form through `validate` and
-`create` with its canonical text and next runs, and every refused form as a 400
-``invalid_interval`` naming the field and listing the accepted forms.
+"""The schedule grammar through the API, in-process: every accepted form through
+`validate` and `create` with its canonical text and next runs, and every refused form as a
+400 ``invalid_interval`` naming the field and listing the accepted forms.
 """
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-import psutil
 import pytest
 
-from ..helpers import Server, wait_until
+from .harness import App
 
 TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 ERROR_KEYS = {"status", "message", "code", "field"}
@@ -19,18 +18,11 @@ MINUTE, HOUR, DAY, WEEK = 60, 3600, 86400, 604800
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
-def _leftovers(pids: set[int]) -> list[int]:
-    return [pid for pid in pids if psutil.pid_exists(pid)
-            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("grammar")).start()
-    yield server
-    family = {p.pid for p in server.descendants()}
-    server.stop()
-    wait_until(lambda: not _leftovers(family), timeout=5, message="no stray processes")
+    app = App(tmp_path_factory.mktemp("grammar"))
+    yield app
+    app.close()
 
 
 def parse_time(text: str) -> datetime:
@@ -226,8 +218,8 @@ def test_update_refuses_and_changes_nothing(srv, interval):
 def test_policy_minimum_interval(tmp_path_factory):
     """rate_limits.min_interval_seconds refuses too-short intervals."""
     base = tmp_path_factory.mktemp("min-interval")
-    server = Server(base, policy_text=f"version: 1\nallowed_directories: [{base / 'workspace'}]\n"
-                                      "rate_limits:\n  min_interval_seconds: 60\n").start()
+    server = App(base, policy_text=f"version: 1\nallowed_directories: [{base / 'workspace'}]\n"
+                                   "rate_limits:\n  min_interval_seconds: 60\n")
     try:
         for text in ("every 30 seconds", "every second", "every 59 seconds"):
             for action in ("validate", "create"):
@@ -242,6 +234,4 @@ def test_policy_minimum_interval(tmp_path_factory):
         assert server.post("validate", interval="every minute")["interval"] == "every minute"
         server.post("create", task_id="ok", type="command", command="true", interval="every 60 seconds")
     finally:
-        family = {p.pid for p in server.descendants()}
-        server.stop()
-        wait_until(lambda: not _leftovers(family), timeout=5, message="no stray processes")
+        server.close()
