@@ -21,7 +21,7 @@ from policies import TaskType
 from .errors import StoreError
 from .models import Misfire, Overlap, Run, RunStatus, TaskSpec, TestCounts, Trigger
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FINAL = tuple(s.value for s in RunStatus if s.is_final)
 
 _SCHEMA = """
@@ -29,20 +29,31 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at REAL NOT NULL,
     updated_at REAL NOT NULL, anchor REAL NOT NULL, checkpoint REAL NOT NULL,
-    paused INTEGER NOT NULL DEFAULT 0, runs_fired INTEGER NOT NULL DEFAULT 0);
+    paused INTEGER NOT NULL DEFAULT 0, runs_fired INTEGER NOT NULL DEFAULT 0,
+    timezone TEXT, jitter REAL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, trigger TEXT NOT NULL,
     status TEXT NOT NULL, reason TEXT, exit_code INTEGER, scheduled_for REAL NOT NULL,
     slot_ms INTEGER, started_at REAL, finished_at REAL, lateness_ms REAL,
     stdout TEXT NOT NULL DEFAULT '', stderr TEXT NOT NULL DEFAULT '',
-    truncated INTEGER NOT NULL DEFAULT 0, tests TEXT, out_bytes INTEGER NOT NULL DEFAULT 0);
+    truncated INTEGER NOT NULL DEFAULT 0, tests TEXT, out_bytes INTEGER NOT NULL DEFAULT 0,
+    jitter_ms REAL);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_slot ON runs (task_id, slot_ms);
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id, run_id);
 CREATE INDEX IF NOT EXISTS runs_active ON runs (status) WHERE status IN ('queued', 'running');
 """
 
+# Upgrades of an older database, by the version they start from: additive columns only.
+_MIGRATIONS = {
+    1: ("ALTER TABLE tasks ADD COLUMN timezone TEXT",
+        "ALTER TABLE tasks ADD COLUMN jitter REAL",
+        "ALTER TABLE runs ADD COLUMN jitter_ms REAL"),
+}
+# Spec fields kept in columns of their own rather than in the spec's JSON.
+_SPEC_COLUMNS = ("timezone", "jitter")
+
 _RUN_COLUMNS = ("run_id, task_id, trigger, status, reason, exit_code, scheduled_for, started_at, "
-                "finished_at, lateness_ms, stdout, stderr, truncated, tests")
+                "finished_at, lateness_ms, stdout, stderr, truncated, tests, jitter_ms")
 
 
 def slot_key(scheduled_for: float) -> int:
@@ -51,15 +62,17 @@ def slot_key(scheduled_for: float) -> int:
 
 
 def spec_to_json(spec: TaskSpec) -> str:
-    data = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+    data = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k not in _SPEC_COLUMNS}
     data["task_type"] = spec.task_type.value
     data["overlap"] = spec.overlap.value
     data["misfire"] = spec.misfire.value
     return json.dumps(data, sort_keys=True)
 
 
-def spec_from_json(text: str) -> TaskSpec:
-    data = json.loads(text)
+def spec_from_json(text: str, **columns: Any) -> TaskSpec:
+    """The spec stored as ``text``; ``columns`` are the fields stored beside it (timezone,
+    jitter)."""
+    data = {**json.loads(text), **columns}
     data["task_type"] = TaskType(data["task_type"])
     data["overlap"] = Overlap(data["overlap"])
     data["misfire"] = Misfire(data["misfire"])
@@ -83,11 +96,27 @@ class Store:
             found = self._get_meta("schema_version")
             if found is None:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
+            elif found.isdigit() and int(found) in _MIGRATIONS:
+                self._migrate(int(found))
             elif found != str(SCHEMA_VERSION):
                 raise StoreError(f"{self.path} has schema version {found}; this server "
                                  f"understands version {SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database of schema ``version`` to SCHEMA_VERSION, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    self._db.execute(statement)
+                version += 1
+            self._set_meta("schema_version", str(version))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -130,17 +159,23 @@ class Store:
     # -- tasks --------------------------------------------------------------------------
 
     def load_tasks(self) -> list[dict[str, Any]]:
+        """Every task row; ``spec`` is the spec's JSON, ``columns`` the spec fields stored
+        beside it (for :func:`spec_from_json`)."""
         rows = self._query("SELECT task_id, spec, created_at, updated_at, anchor, checkpoint, "
-                           "paused, runs_fired FROM tasks ORDER BY created_at, task_id")
+                           "paused, runs_fired, timezone, jitter FROM tasks "
+                           "ORDER BY created_at, task_id")
         return [dict(task_id=r[0], spec=r[1], created_at=r[2], updated_at=r[3], anchor=r[4],
-                     checkpoint=r[5], paused=bool(r[6]), runs_fired=r[7]) for r in rows]
+                     checkpoint=r[5], paused=bool(r[6]), runs_fired=r[7],
+                     columns=dict(timezone=r[8], jitter=r[9])) for r in rows]
 
     def save_task(self, task) -> None:
         """Insert or replace the whole task row."""
         self._exec("INSERT OR REPLACE INTO tasks (task_id, spec, created_at, updated_at, anchor, "
-                   "checkpoint, paused, runs_fired) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   "checkpoint, paused, runs_fired, timezone, jitter) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (task.task_id, spec_to_json(task.spec), task.created_at, task.updated_at,
-                    task.anchor, task.checkpoint, int(task.paused), task.runs_fired))
+                    task.anchor, task.checkpoint, int(task.paused), task.runs_fired,
+                    task.spec.timezone, task.spec.jitter))
 
     def save_progress(self, task_id: str, runs_fired: int, checkpoint: float) -> None:
         self._exec("UPDATE tasks SET runs_fired = ?, checkpoint = ? WHERE task_id = ?",
@@ -162,15 +197,16 @@ class Store:
     # -- runs ---------------------------------------------------------------------------
 
     def insert_run(self, task_id: str, trigger: Trigger, status: RunStatus, scheduled_for: float,
-                   *, slot: bool, reason: str | None = None) -> int | None:
+                   *, slot: bool, reason: str | None = None,
+                   jitter_ms: float | None = None) -> int | None:
         """Record a new run; None if ``slot`` is set and that slot was recorded before."""
         now = time.time()
         finished = now if status.is_final else None
         changed, row_id = self._exec(
             "INSERT OR IGNORE INTO runs (task_id, trigger, status, reason, scheduled_for, slot_ms, "
-            "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "finished_at, jitter_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (task_id, trigger.value, status.value, reason, scheduled_for,
-             slot_key(scheduled_for) if slot else None, finished))
+             slot_key(scheduled_for) if slot else None, finished, jitter_ms))
         return row_id if changed else None
 
     def mark_running(self, run_id: int, started_at: float, lateness_ms: float | None) -> None:
@@ -246,4 +282,4 @@ def _run(row: tuple) -> Run:
     return Run(run_id=row[0], task_id=row[1], trigger=Trigger(row[2]), status=RunStatus(row[3]),
                reason=row[4], exit_code=row[5], scheduled_for=row[6], started_at=row[7],
                finished_at=row[8], lateness_ms=row[9], stdout=row[10], stderr=row[11],
-               truncated=bool(row[12]), tests=tests)
+               truncated=bool(row[12]), tests=tests, jitter_ms=row[14])
