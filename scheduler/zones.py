@@ -101,8 +101,6 @@ def local_datetime(t: float, tz: tzinfo) -> datetime:
     return datetime.fromtimestamp(t, timezone.utc).astimezone(tz)
 
 
-def iso_time(t: float | None, tz: tzinfo) -> str | None:
+def iso_time(t: float, tz: tzinfo) -> str:
     """ISO 8601 with the UTC offset, in ``tz``, to the second (``2026-03-29T03:00:00+02:00``)."""
-    if t is None:
-        return None
     return local_datetime(math.floor(t), tz).isoformat()
