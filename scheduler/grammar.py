@@ -17,11 +17,12 @@ hourly ones) follow real time instead, through both occurrences of a repeated ho
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import NoReturn
 
@@ -75,6 +76,8 @@ _CRON_ALIASES = {"@annually": "@yearly", "@midnight": "@daily"}
 _GAP_SAMPLE_SLOTS = 600
 _GAP_SAMPLE_YEARS = 9
 _GAP_REFERENCE = datetime(2001, 1, 1)
+_RECENT_ANSWERS = 64
+_UNKNOWN = object()
 _WEEKDAY_NAMES = tuple(day.capitalize() for day in ("monday", "tuesday", "wednesday", "thursday",
                                                     "friday", "saturday", "sunday"))
 
@@ -285,12 +288,24 @@ class CronSchedule(Schedule):
 
     `text` is the canonical form (the macro, or the five fields lower-cased and single-spaced);
     `expression` the five fields cronsim evaluates. The anchor does not matter beyond "strictly
-    after it": cron slots are wall-clock instants.
+    after it": cron slots are wall-clock instants. Constructing one raises
+    ``cronsim.CronSimError`` for a bad expression.
     """
 
     text: str
     expression: str
     tz: tzinfo | None = None
+    # The parsed expression in the zone: parsing is most of what building a CronSim costs,
+    # so each walk starts from a shallow copy of this one (its field sets are only read).
+    _parsed: CronSim = field(init=False, compare=False, repr=False)
+    # Recent answers by whole second: tasks sharing this schedule ask for the same instant
+    # when a server starts (a thousand tasks on "@daily" walk the calendar once).
+    _recent: dict[int, float | None] = field(init=False, compare=False, repr=False,
+                                             default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_parsed", CronSim(self.expression, _GAP_REFERENCE.replace(
+            tzinfo=_zone(self.tz))))
 
     @property
     def canonical(self) -> str:
@@ -301,8 +316,8 @@ class CronSchedule(Schedule):
         # Measured in a zone without DST (nominal gaps), lazily: only create and validate ask.
         it = CronSim(self.expression, _GAP_REFERENCE)
         end = _GAP_REFERENCE.replace(year=_GAP_REFERENCE.year + _GAP_SAMPLE_YEARS)
-        previous, gap = next(it), _MAX_PERIOD
-        for _ in range(_GAP_SAMPLE_SLOTS):
+        previous, gap = next(it, None), _MAX_PERIOD
+        for _ in range(_GAP_SAMPLE_SLOTS if previous is not None else 0):
             current = next(it, None)
             if current is None or current > end:
                 break
@@ -316,15 +331,29 @@ class CronSchedule(Schedule):
         return text[:1].lower() + text[1:]
 
     def _next(self, anchor: float, after: float) -> float | None:
-        bound = max(anchor, after)
-        # Cron slots are whole seconds: the first one after `bound` is at or after the next
-        # whole second (and `bound` itself is not rounded up into the next one).
-        it = CronSim(self.expression, local_datetime(math.floor(bound), _zone(self.tz)))
+        # Cron slots are whole seconds: the first one after max(anchor, after) is the first
+        # one after its whole second (which must not be rounded up into the next one).
+        second = math.floor(max(anchor, after))
+        known = self._recent.get(second, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        if len(self._recent) >= _RECENT_ANSWERS:
+            self._recent.clear()
+        slot = self._walk(second)
+        self._recent[second] = slot
+        return slot
+
+    def _walk(self, second: int) -> float | None:
+        start = local_datetime(second, _zone(self.tz))
+        it = copy.copy(self._parsed)
+        # What CronSim.__init__ does with its start: a fixed-time expression in a zone with
+        # DST walks the naive wall clock (Debian cron's rules), anything else aware time.
+        it.dt = start.replace(tzinfo=None) if it.fixup_tz else start
         # Debian cron's wall-clock walk can land on the first occurrence of a repeated hour
         # while `bound` is in the second one: such a slot is already behind us.
         for found in it:
             slot = found.timestamp()
-            if slot > bound:
+            if slot > second:
                 return slot
         return None
 
@@ -486,12 +515,9 @@ def _cron(words: list[str], tz: tzinfo | None) -> CronSchedule:
         return CronSchedule(macro, _CRON_MACROS[macro], tz)
     expression = " ".join(words)
     try:
-        it = CronSim(expression, _GAP_REFERENCE)
+        return CronSchedule(expression, expression, tz)
     except CronSimError as exc:
         raise _Bad(_cron_fault(words, str(exc))) from None
-    if next(it, None) is None:
-        raise _Bad("the cron expression never matches a date")
-    return CronSchedule(expression, expression, tz)
 
 
 def _cron_fault(words: list[str], message: str) -> str:

@@ -115,8 +115,13 @@ class Task:
         (paused, ``max_runs`` reached, past ``until``, or a one-shot that has fired)."""
         if self.paused or self.exhausted:
             return None
-        slot = self.schedule.next_slot(self.anchor, after)
-        if slot is None or (self.spec.until is not None and slot > self.spec.until):
+        return self.admit(self.schedule.next_slot(self.anchor, after))
+
+    def admit(self, slot: float | None) -> float | None:
+        """``slot`` if the task still fires it (see ``following``), else None."""
+        if slot is None or self.paused or self.exhausted:
+            return None
+        if self.spec.until is not None and slot > self.spec.until:
             return None
         return slot
 

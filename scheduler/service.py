@@ -138,13 +138,17 @@ class Scheduler:
     def _catch_up(self, now: float) -> None:
         """Handle slots missed while the server was down (``misfire``), then plan ahead."""
         catch_ups = []
+        ahead: dict[str, float | None] = {}
         with self._lock:
             for task in self._tasks.values():
                 if task.paused or task.exhausted:
                     continue
                 missed = task.schedule.next_slot(task.anchor, task.checkpoint)
-                if missed is None or missed > now or (
-                        task.spec.until is not None and missed > task.spec.until):
+                if missed is None or missed > now:
+                    # Nothing was missed, so this is also the first slot after now.
+                    ahead[task.task_id] = missed
+                    continue
+                if task.spec.until is not None and missed > task.spec.until:
                     continue
                 if task.spec.misfire is Misfire.RUN_ONCE:
                     catch_ups.append((task, missed))
@@ -154,21 +158,25 @@ class Scheduler:
         for task, missed in catch_ups:
             with self._lock:
                 self._count(task, missed, self._launcher.launch(task, Trigger.CATCH_UP, missed))
-        self._resume_all(now)
+        self._resume_all(now, ahead)
 
-    def _resume_all(self, now: float) -> None:
-        """Deal with every slot up to ``now`` as passed over, and plan the next ones."""
+    def _resume_all(self, now: float, ahead: dict[str, float | None] | None = None) -> None:
+        """Deal with every slot up to ``now`` as passed over, and plan the next ones
+        (``ahead``: tasks whose first slot after ``now`` is already known)."""
         with self._lock:
             for task in self._tasks.values():
                 task.checkpoint = now
             self.store.set_all_checkpoints(now)
-        self._plan_all(now)
+        self._plan_all(now, ahead or {})
 
-    def _plan_all(self, now: float) -> None:
+    def _plan_all(self, now: float, ahead: dict[str, float | None]) -> None:
         with self._lock:
             due, jitters = {}, {}
             for task in self._tasks.values():
-                task.next_run = task.following(now)
+                if task.task_id in ahead:
+                    task.next_run = task.admit(ahead[task.task_id])
+                else:
+                    task.next_run = task.following(now)
                 if task.next_run is not None:
                     due[task.task_id] = task.next_run
                     if task.spec.jitter:
@@ -419,7 +427,7 @@ class Scheduler:
 
     def _check(self, spec: TaskSpec, now: float, *, anchor: float | None) -> Schedule:
         """Validate a whole spec against the grammar and the policy in force. With an
-        ``anchor`` (the schedule is new or moved), a one-shot must still be ahead."""
+        ``anchor`` (the schedule is new or moved), it must still fire from now on."""
         schedule = self._parse(spec.interval, self._zone(spec.timezone))
         if anchor is not None:
             _check_future(schedule, anchor, now)
@@ -440,10 +448,14 @@ class Scheduler:
 
 
 def _check_future(schedule: Schedule, anchor: float, now: float) -> None:
-    """A one-shot schedule anchored at ``anchor`` must fire after ``now``."""
-    if schedule.one_shot and schedule.next_slot(anchor, now) is None:
+    """A schedule anchored at ``anchor`` must fire after ``now`` (a one-shot time that has
+    passed, a cron date that never comes)."""
+    if schedule.next_slot(anchor, now) is not None:
+        return
+    if schedule.one_shot:
         raise InvalidInterval(f"the time of '{schedule.canonical}' has already passed; "
                               "give a time in the future")
+    raise InvalidInterval(f"'{schedule.canonical}' never falls on a date from now on")
 
 
 def _anchor(spec: TaskSpec, schedule: Schedule | None, now: float) -> float:

@@ -327,7 +327,8 @@ _DOMS = st.one_of(st.just("*"), st.integers(1, 28).map(str),
                   st.lists(st.integers(1, 31), min_size=2, max_size=3, unique=True)
                   .map(lambda v: ",".join(map(str, v))))
 _MONTHS = st.one_of(st.just("*"), st.integers(1, 12).map(str), st.sampled_from(["jan-jun", "mar,sep", "*/3"]))
-_DOWS = st.one_of(st.just("*"), st.integers(0, 7).map(str), st.sampled_from(["mon-fri", "sat,sun", "1-5", "0"]))
+_DOWS = st.one_of(st.just("*"), st.integers(0, 7).map(str),
+                 st.sampled_from(["mon-fri", "sat,sun", "1-5", "0"]))
 _EXPRESSIONS = st.tuples(_MINUTES, _HOURS, _DOMS, _MONTHS, _DOWS).map(" ".join)
 
 
