@@ -350,7 +350,7 @@ class CronSchedule(Schedule):
         # DST walks the naive wall clock (Debian cron's rules), anything else aware time.
         it.dt = start.replace(tzinfo=None) if it.fixup_tz else start
         # Debian cron's wall-clock walk can land on the first occurrence of a repeated hour
-        # while `bound` is in the second one: such a slot is already behind us.
+        # while `second` is in the second one: such a slot is already behind us.
         for found in it:
             slot = found.timestamp()
             if slot > second:
