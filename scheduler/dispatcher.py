@@ -4,7 +4,11 @@ It does not poll. A heap holds (time, task_id) pairs; the thread waits on a cond
 variable until the earliest time, and every change (a task scheduled, rescheduled or
 removed, dispatching switched on or off, shutdown) wakes it to look again. Superseded heap
 entries are skipped lazily: the authoritative plan of each task is in ``_due`` (the slot to
-fire) and ``_retry_at`` (when to try a failed slot again).
+fire) and ``_fire_at`` (when to fire it, if not at the slot itself: its jittered start, or
+when to try a failed slot again).
+
+A task scheduled with a ``jitter`` bound starts each slot at
+:func:`scheduler.jitter.jitter_offset` after it; the callback still receives the slot.
 
 The ``fire`` callback does the work of one slot and returns the task's next due time (or
 None). It must not block: it records the run and hands it to the executor. A callback that
@@ -27,6 +31,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .jitter import jitter_offset
+
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0
@@ -45,7 +51,8 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
-        self._retry_at: dict[str, float] = {}
+        self._fire_at: dict[str, float] = {}
+        self._jitter: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._touched: set[str] = set()
         self._active = False
@@ -75,28 +82,35 @@ class Dispatcher:
             self._active = active
             self._cond.notify()
 
-    def schedule(self, task_id: str, due: float | None) -> None:
-        """Set (or with None, clear) the next due time of ``task_id``; a pending retry of a
-        failed slot of the task is superseded."""
+    def schedule(self, task_id: str, due: float | None, *, jitter: float | None = None) -> None:
+        """Set (or with None, clear) the next due time of ``task_id``, whose slots start up
+        to ``jitter`` seconds late; a pending retry of a failed slot of the task is superseded."""
         with self._cond:
             self._touched.add(task_id)
-            self._retry_at.pop(task_id, None)
+            self._fire_at.pop(task_id, None)
+            if jitter:
+                self._jitter[task_id] = jitter
+            else:
+                self._jitter.pop(task_id, None)
             if due is None:
                 self._due.pop(task_id, None)
                 self._failures.pop(task_id, None)
                 return
-            self._plan(task_id, due, due)
+            self._plan(task_id, due, self._start(task_id, due))
             if len(self._heap) > 2 * len(self._due) + 64:
                 self._compact()
 
-    def schedule_many(self, items: dict[str, float]) -> None:
-        """Replace every due time at once (start-up); O(n) instead of n pushes."""
+    def schedule_many(self, items: dict[str, float], jitters: dict[str, float] | None = None) -> None:
+        """Replace every due time (and jitter bound) at once (start-up); O(n) instead of n
+        pushes."""
         with self._cond:
             self._touched.update(self._due, items)
             self._due = dict(items)
-            self._retry_at.clear()
+            self._jitter = {task_id: j for task_id, j in (jitters or {}).items() if j}
+            self._fire_at = {task_id: self._start(task_id, due) for task_id, due in items.items()
+                             if task_id in self._jitter}
             self._failures.clear()
-            self._heap = [(due, task_id) for task_id, due in items.items()]
+            self._heap = [(self._when(task_id), task_id) for task_id in items]
             heapq.heapify(self._heap)
             self._cond.notify()
 
@@ -108,13 +122,17 @@ class Dispatcher:
     # -- the plan (callers hold the condition's lock) -----------------------------------
 
     def _when(self, task_id: str) -> float | None:
-        """When the task's planned slot is to be fired: the slot, or its retry time."""
-        return self._retry_at.get(task_id, self._due.get(task_id))
+        """When the task's planned slot is to be fired: the slot, its jittered start, or
+        its retry time."""
+        return self._fire_at.get(task_id, self._due.get(task_id))
+
+    def _start(self, task_id: str, due: float) -> float:
+        return due + jitter_offset(task_id, due, self._jitter.get(task_id))
 
     def _plan(self, task_id: str, due: float, at: float) -> None:
         self._due[task_id] = due
         if at != due:
-            self._retry_at[task_id] = at
+            self._fire_at[task_id] = at
         heapq.heappush(self._heap, (at, task_id))
         if self._heap[0] == (at, task_id):
             self._cond.notify()
@@ -129,7 +147,7 @@ class Dispatcher:
         while self._heap and self._heap[0][0] <= now:
             at, task_id = heapq.heappop(self._heap)
             if self._when(task_id) == at:
-                self._retry_at.pop(task_id, None)
+                self._fire_at.pop(task_id, None)
                 fired.append((task_id, self._due.pop(task_id)))
         return fired
 
@@ -140,7 +158,7 @@ class Dispatcher:
             return
         self._failures.pop(task_id, None)
         if next_due is not None:
-            self._plan(task_id, next_due, next_due)
+            self._plan(task_id, next_due, self._start(task_id, next_due))
 
     def _retry(self, task_id: str, due: float) -> tuple[int, float] | None:
         """After a failed callback: plan the same slot again after a back-off; return how
@@ -150,7 +168,7 @@ class Dispatcher:
         failures = self._failures.get(task_id, 0) + 1
         self._failures[task_id] = failures
         delay = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
-        self._plan(task_id, due, max(self._clock(), due) + delay)
+        self._plan(task_id, due, max(self._clock(), self._start(task_id, due)) + delay)
         return failures, delay
 
     # -- the thread ---------------------------------------------------------------------

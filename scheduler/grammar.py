@@ -3,25 +3,34 @@
 A schedule turns a task's *anchor* (its creation/update time) into a deterministic series of
 due times ("slots"). Slots depend only on the anchor, never on when earlier runs happened, so a
 late or skipped run never shifts later ones. Nothing here reads the clock: callers pass the
-anchor and the instant to look after, both as POSIX epoch seconds.
+anchor and the instant to look after, both as POSIX epoch seconds. A one-shot schedule has a
+single slot; once it has passed, ``next_slot`` answers None.
 
-Calendar forms ("daily at 02:00", "every monday at 09:30", "every hour at 30:00") follow the
-local wall clock of ``tz`` (the server's local zone when ``tz`` is None). A clock time that does
-not exist on some day (spring-forward gap) is mapped as with ``fold=0``, i.e. with the UTC offset
-in force before the transition, so 02:30 in a 02:00->03:00 gap fires at 03:30; a clock time that
-occurs twice (fall-back) fires once, at its first occurrence (``fold=0``).
+Interval forms ("every 5 minutes", "hourly") are elapsed time and ignore time zones. Clock
+forms ("daily at 02:00", "every monday at 09:30", cron expressions, "once at ...") follow the
+wall clock of ``tz`` (the server's local zone when ``tz`` is None), with Debian cron's
+daylight-saving rules (see :mod:`scheduler.zones`): a wall time skipped in spring fires once,
+at the first instant after the gap; a wall time that happens twice fires once, at its first
+occurrence. Cron expressions whose minute or hour field starts with ``*`` (sub-hourly and
+hourly ones) follow real time instead, through both occurrences of a repeated hour.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import NoReturn
 
+from cronsim import CronSim, CronSimError
+
 from scheduler.errors import InvalidInterval
+
+from .zones import local_datetime, local_zone, wall_to_epoch
 
 ACCEPTED_FORMS = (
     "Accepted interval forms (case-insensitive, N a positive whole number written in digits): "
@@ -32,8 +41,14 @@ ACCEPTED_FORMS = (
     "'every <weekday> at T' (monday ... sunday), 'every <weekday>' (at 00:00), "
     "'every N minutes at :SS', 'every N hours at MM:SS' or 'every N hours at :MM' (SS a second, "
     "MM a minute of the local clock). T is a 24-hour local time H:MM, HH:MM or HH:MM:SS. "
+    "Cron: five fields 'minute hour day-of-month month day-of-week' (*, lists, ranges, steps, "
+    "month and weekday names; the task runs when either day field matches if both are "
+    "restricted) or @hourly, @daily, @weekly, @monthly, @yearly (on the clock). "
+    "One-shot: 'once at YYYY-MM-DD T' or 'in N seconds|minutes|hours|days'. "
+    "Clock times are in the task's time zone. "
     "The longest period is 10 years; the text is ASCII, at most 100 characters. "
-    "Examples: 'every 5 minutes', 'daily at 2:00', 'every friday at 17:30'."
+    "Examples: 'every 5 minutes', 'daily at 2:00', 'every friday at 17:30', "
+    "'0 2 * * mon-fri', 'once at 2030-01-31 09:00'."
 )
 
 _MAX_LENGTH = 100
@@ -49,6 +64,22 @@ _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
 _TIME_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 _SECOND_RE = re.compile(r":([0-9]{2})")
 _MINUTE_SECOND_RE = re.compile(r"([0-9]{2})?:([0-9]{2})")
+_DATE_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+# A cron expression: five fields, the first (the minute) made of digits, '*', ',', '-', '/'.
+_CRON_MINUTE_RE = re.compile(r"[0-9*,/\-]+")
+_CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_CRON_MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+                "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *"}
+_CRON_ALIASES = {"@annually": "@yearly", "@midnight": "@daily"}
+# Cron's shortest gap is measured over this many slots from a fixed date (enough to meet the
+# rare short gaps of day-of-month/day-of-week unions), or this many years, whichever is first.
+_GAP_SAMPLE_SLOTS = 600
+_GAP_SAMPLE_YEARS = 9
+_GAP_REFERENCE = datetime(2001, 1, 1)
+_RECENT_ANSWERS = 64
+_UNKNOWN = object()
+_WEEKDAY_NAMES = tuple(day.capitalize() for day in ("monday", "tuesday", "wednesday", "thursday",
+                                                    "friday", "saturday", "sunday"))
 
 
 class Schedule(ABC):
@@ -62,30 +93,47 @@ class Schedule(ABC):
     @property
     @abstractmethod
     def period_seconds(self) -> int:
-        """Nominal shortest gap between two consecutive slots (for min-interval policies)."""
+        """Nominal shortest gap between two consecutive slots (for min-interval policies and
+        the jitter bound); a one-shot schedule, which never repeats, answers the 10-year cap."""
 
-    def next_slot(self, anchor: float, after: float) -> float:
-        """First due time strictly greater than `after` (epoch seconds).
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """The schedule in plain English ("at 02:00 on Monday through Friday")."""
+
+    @property
+    def one_shot(self) -> bool:
+        """True if the schedule has a single slot."""
+        return False
+
+    def next_slot(self, anchor: float, after: float) -> float | None:
+        """First due time strictly greater than `after` (epoch seconds); None if there is
+        none (a one-shot whose slot has passed, a cron expression that never fires again).
 
         Slots depend only on `anchor` (the task's creation/update time, epoch seconds), never
         on when previous runs happened. Raises ValueError for non-finite times.
         """
         if not (math.isfinite(anchor) and math.isfinite(after)):
             raise ValueError("anchor and after must be finite epoch seconds")
-        return float(self._next(anchor, after))
+        slot = self._next(anchor, after)
+        return None if slot is None else float(slot)
 
     def next_slots(self, anchor: float, after: float, count: int) -> list[float]:
-        """The next `count` slots strictly after `after`, in increasing order."""
+        """The next `count` slots strictly after `after`, in increasing order (fewer if the
+        schedule ends)."""
         if count < 0:
             raise ValueError("count must not be negative")
         slots: list[float] = []
         for _ in range(count):
-            after = self.next_slot(anchor, after)
-            slots.append(after)
+            slot = self.next_slot(anchor, after)
+            if slot is None:
+                break
+            slots.append(slot)
+            after = slot
         return slots
 
     @abstractmethod
-    def _next(self, anchor: float, after: float) -> float:
+    def _next(self, anchor: float, after: float) -> float | None:
         """next_slot without argument checks."""
 
 
@@ -103,6 +151,10 @@ class IntervalSchedule(Schedule):
     @property
     def period_seconds(self) -> int:
         return self.count * _UNIT_SECONDS[self.unit]
+
+    @property
+    def description(self) -> str:
+        return f"every {_quantity(self.count, self.unit)}, counted from when the task was created or updated"
 
     def _next(self, anchor: float, after: float) -> float:
         return _arithmetic_next(anchor, self.period_seconds, after, k_min=1)
@@ -132,6 +184,13 @@ class AlignedSchedule(Schedule):
     def period_seconds(self) -> int:
         return self.count * _UNIT_SECONDS[self.unit]
 
+    @property
+    def description(self) -> str:
+        if self.unit == "minute":
+            return f"every {_quantity(self.count, 'minute')}, at second {self.second} of the minute"
+        return (f"every {_quantity(self.count, 'hour')}, at {self.minute:02d}:{self.second:02d} "
+                "past the hour")
+
     def _next(self, anchor: float, after: float) -> float:
         size = _UNIT_SECONDS[self.unit]
         offset = _local(anchor, self.tz).utcoffset() or timedelta(0)
@@ -154,8 +213,7 @@ class _CalendarSchedule(Schedule):
         """The first candidate date, given the anchor's local date."""
 
     def _candidate(self, first: date, days: int) -> float:
-        # A naive datetime (tz None) is read as server-local time by .timestamp(); fold=0 either way.
-        return datetime.combine(first + timedelta(days=days), self.at, tzinfo=self.tz).timestamp()
+        return wall_to_epoch(datetime.combine(first + timedelta(days=days), self.at), _zone(self.tz))
 
     def _next(self, anchor: float, after: float) -> float:
         # Slots are the candidates strictly after the anchor, so we want the first candidate
@@ -192,6 +250,10 @@ class DailySchedule(_CalendarSchedule):
     def period_seconds(self) -> int:
         return self.days * 86400
 
+    @property
+    def description(self) -> str:
+        return f"at {_clock(self.at)} every {_quantity(self.days, 'day')}"
+
     def _first_date(self, anchor_date: date) -> date:
         return anchor_date
 
@@ -212,8 +274,144 @@ class WeekdaySchedule(_CalendarSchedule):
     def period_seconds(self) -> int:
         return 604800
 
+    @property
+    def description(self) -> str:
+        return f"at {_clock(self.at)} on {_WEEKDAY_NAMES[self.weekday]}"
+
     def _first_date(self, anchor_date: date) -> date:
         return anchor_date + timedelta(days=(self.weekday - anchor_date.weekday()) % 7)
+
+
+@dataclass(frozen=True)
+class CronSchedule(Schedule):
+    """A five-field cron expression (or a macro) on the wall clock of `tz`, by ``cronsim``.
+
+    `text` is the canonical form (the macro, or the five fields lower-cased and single-spaced);
+    `expression` the five fields cronsim evaluates. The anchor does not matter beyond "strictly
+    after it": cron slots are wall-clock instants. Constructing one raises
+    ``cronsim.CronSimError`` for a bad expression.
+    """
+
+    text: str
+    expression: str
+    tz: tzinfo | None = None
+    # The parsed expression in the zone: parsing is most of what building a CronSim costs,
+    # so each walk starts from a shallow copy of this one (its field sets are only read).
+    _parsed: CronSim = field(init=False, compare=False, repr=False)
+    # Recent answers by whole second: tasks sharing this schedule ask for the same instant
+    # when a server starts (a thousand tasks on "@daily" walk the calendar once).
+    _recent: dict[int, float | None] = field(init=False, compare=False, repr=False,
+                                             default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_parsed", CronSim(self.expression, _GAP_REFERENCE.replace(
+            tzinfo=_zone(self.tz))))
+
+    @property
+    def canonical(self) -> str:
+        return self.text
+
+    @functools.cached_property
+    def period_seconds(self) -> int:  # type: ignore[override]
+        # Measured in a zone without DST (nominal gaps), lazily: only create and validate ask.
+        it = CronSim(self.expression, _GAP_REFERENCE)
+        end = _GAP_REFERENCE.replace(year=_GAP_REFERENCE.year + _GAP_SAMPLE_YEARS)
+        previous, gap = next(it, None), _MAX_PERIOD
+        for _ in range(_GAP_SAMPLE_SLOTS if previous is not None else 0):
+            current = next(it, None)
+            if current is None or current > end:
+                break
+            gap = min(gap, int((current - previous).total_seconds()))
+            previous = current
+        return gap
+
+    @property
+    def description(self) -> str:
+        text = CronSim(self.expression, _GAP_REFERENCE).explain()
+        return text[:1].lower() + text[1:]
+
+    def _next(self, anchor: float, after: float) -> float | None:
+        # Cron slots are whole seconds: the first one after max(anchor, after) is the first
+        # one after its whole second (which must not be rounded up into the next one).
+        second = math.floor(max(anchor, after))
+        known = self._recent.get(second, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        if len(self._recent) >= _RECENT_ANSWERS:
+            self._recent.clear()
+        slot = self._walk(second)
+        self._recent[second] = slot
+        return slot
+
+    def _walk(self, second: int) -> float | None:
+        start = local_datetime(second, _zone(self.tz))
+        it = copy.copy(self._parsed)
+        # What CronSim.__init__ does with its start: a fixed-time expression in a zone with
+        # DST walks the naive wall clock (Debian cron's rules), anything else aware time.
+        it.dt = start.replace(tzinfo=None) if it.fixup_tz else start
+        # Debian cron's wall-clock walk can land on the first occurrence of a repeated hour
+        # while `second` is in the second one: such a slot is already behind us.
+        for found in it:
+            slot = found.timestamp()
+            if slot > second:
+                return slot
+        return None
+
+
+@dataclass(frozen=True)
+class OnceAtSchedule(Schedule):
+    """One slot, at the wall time `at` (naive) in `tz`; the anchor plays no part."""
+
+    at: datetime
+    tz: tzinfo | None = None
+
+    @property
+    def canonical(self) -> str:
+        return f"once at {self.at.date().isoformat()} {_clock(self.at.time())}"
+
+    @property
+    def period_seconds(self) -> int:
+        return _MAX_PERIOD
+
+    @property
+    def description(self) -> str:
+        return f"once, at {self.at.date().isoformat()} {_clock(self.at.time())}"
+
+    @property
+    def one_shot(self) -> bool:
+        return True
+
+    def _next(self, anchor: float, after: float) -> float | None:
+        slot = wall_to_epoch(self.at, _zone(self.tz))
+        return slot if slot > after else None
+
+
+@dataclass(frozen=True)
+class OnceInSchedule(Schedule):
+    """One slot, `count` `unit`s after the anchor (elapsed time: no zone)."""
+
+    count: int
+    unit: str  # a key of _UNIT_SECONDS
+
+    @property
+    def canonical(self) -> str:
+        return f"in {self.count} {self.unit}s" if self.count != 1 else f"in 1 {self.unit}"
+
+    @property
+    def period_seconds(self) -> int:
+        return _MAX_PERIOD
+
+    @property
+    def description(self) -> str:
+        return f"once, {_quantity_n(self.count, self.unit)} after the task was created or updated"
+
+    @property
+    def one_shot(self) -> bool:
+        return True
+
+    def _next(self, anchor: float, after: float) -> float | None:
+        slot = anchor + self.count * _UNIT_SECONDS[self.unit]
+        return slot if slot > after else None
 
 
 def parse_interval(text: object, *, tz: tzinfo | None = None) -> Schedule:
@@ -229,6 +427,12 @@ def parse_interval(text: object, *, tz: tzinfo | None = None) -> Schedule:
         _invalid(f"the interval is longer than {_MAX_LENGTH} characters")
     if not text.isascii():  # also keeps str.isdigit() and lower() to plain ASCII meanings
         _invalid("the interval may contain only ASCII characters")
+    return _parse_text(text, tz)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str, tz: tzinfo | None) -> Schedule:
+    # Schedules are immutable, so tasks with the same text and zone share one (start-up).
     words = text.lower().split()
     if not words:
         _invalid("the interval is empty")
@@ -248,6 +452,12 @@ def _invalid(reason: str) -> NoReturn:
 
 def _parse(words: list[str], tz: tzinfo | None) -> Schedule:
     head, rest = words[0], words[1:]
+    if head.startswith("@") or (len(words) == 5 and _CRON_MINUTE_RE.fullmatch(head)):
+        return _cron(words, tz)
+    if head == "once":
+        return _once_at(rest, tz)
+    if head == "in":
+        return _once_in(rest)
     if head in _WORD_UNITS:
         if not rest:
             return IntervalSchedule(1, _WORD_UNITS[head])
@@ -263,7 +473,8 @@ def _parse(words: list[str], tz: tzinfo | None) -> Schedule:
         at = time(0) if every and not rest else _clock_time(_at_spec(rest, head))
         return WeekdaySchedule(_WEEKDAYS.index(head), at, tz)
     if not every:
-        raise _Bad(f"it must start with 'every', a weekday, 'hourly', 'daily' or 'weekly', not {head!r}")
+        raise _Bad(f"it must start with 'every', a weekday, 'hourly', 'daily', 'weekly', 'once' "
+                   f"or 'in', or be a cron expression of five fields, not {head!r}")
     if head in _SINGLE_UNITS:
         count, unit = 1, _SINGLE_UNITS[head]
     elif head in _UNITS:
@@ -292,6 +503,58 @@ def _parse(words: list[str], tz: tzinfo | None) -> Schedule:
     if unit in hints:
         raise _Bad(f"with {unit}s, 'at' takes {hints[unit]}, not {spec!r}")
     raise _Bad(f"'at' cannot be used with {unit}s")
+
+
+def _cron(words: list[str], tz: tzinfo | None) -> CronSchedule:
+    if words[0].startswith("@"):
+        if len(words) > 1:
+            raise _Bad(f"unexpected {' '.join(words[1:])!r} after {words[0]!r}")
+        macro = _CRON_ALIASES.get(words[0], words[0])
+        if macro not in _CRON_MACROS:
+            raise _Bad(f"unknown macro {words[0]!r}; use {', '.join(_CRON_MACROS)}")
+        return CronSchedule(macro, _CRON_MACROS[macro], tz)
+    expression = " ".join(words)
+    try:
+        return CronSchedule(expression, expression, tz)
+    except CronSimError as exc:
+        raise _Bad(_cron_fault(words, str(exc))) from None
+
+
+def _cron_fault(words: list[str], message: str) -> str:
+    """Name the field cronsim refused ("Bad day-of-month") and what it accepts."""
+    name = message.removeprefix("Bad ")
+    accepts = {"minute": "0-59", "hour": "0-23", "day-of-month": "1-31, a day the months have",
+               "month": "1-12 or jan-dec", "day-of-week": "0-7 or sun-sat"}
+    if name in _CRON_FIELDS:
+        value = words[_CRON_FIELDS.index(name)]
+        return (f"the cron {name} field {value!r} is not valid (it takes {accepts[name]}, "
+                "'*', lists a,b, ranges a-b and steps */n or a-b/n)")
+    return f"the cron expression is not valid ({message})"
+
+
+def _once_at(rest: list[str], tz: tzinfo | None) -> OnceAtSchedule:
+    if len(rest) != 3 or rest[0] != "at":
+        raise _Bad("a one-shot time is written 'once at YYYY-MM-DD HH:MM' or with ':SS'")
+    m = _DATE_RE.fullmatch(rest[1])
+    if not m:
+        raise _Bad(f"the date {rest[1]!r} must be YYYY-MM-DD")
+    try:
+        day = date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError as exc:
+        raise _Bad(f"the date {rest[1]!r} does not exist ({exc})") from None
+    return OnceAtSchedule(datetime.combine(day, _clock_time(rest[2])), tz)
+
+
+def _once_in(rest: list[str]) -> OnceInSchedule:
+    if len(rest) != 2:
+        raise _Bad("a delay is written 'in N seconds|minutes|hours|days'")
+    count = _count(rest[0])
+    if rest[1] not in _UNITS:
+        raise _Bad(f"unknown unit {rest[1]!r}; use seconds, minutes, hours or days")
+    unit = _UNITS[rest[1]]
+    if count * _UNIT_SECONDS[unit] > _MAX_PERIOD:
+        raise _Bad("the delay is longer than 10 years")
+    return OnceInSchedule(count, unit)
 
 
 def _count(word: str) -> int:
@@ -339,13 +602,21 @@ def _quantity(count: int, unit: str) -> str:
     return unit if count == 1 else f"{count} {unit}s"
 
 
+def _quantity_n(count: int, unit: str) -> str:
+    return f"1 {unit}" if count == 1 else f"{count} {unit}s"
+
+
 def _clock(at: time) -> str:
     return f"{at.hour:02d}:{at.minute:02d}" + (f":{at.second:02d}" if at.second else "")
 
 
+def _zone(tz: tzinfo | None) -> tzinfo:
+    return local_zone() if tz is None else tz
+
+
 def _local(t: float, tz: tzinfo | None) -> datetime:
-    """Aware local time of instant `t` in `tz` (astimezone(None) picks the server's zone)."""
-    return datetime.fromtimestamp(t, timezone.utc).astimezone(tz)
+    """Aware local time of instant `t` in `tz` (None: the server's zone)."""
+    return local_datetime(t, _zone(tz))
 
 
 def _arithmetic_next(base: float, period: int, after: float, k_min: int) -> float:

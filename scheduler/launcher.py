@@ -77,6 +77,7 @@ class _InFlight:
     task_id: str
     scheduled_for: float
     trigger: Trigger
+    start_at: float  # scheduled_for plus the slot's jitter: what lateness is measured from
 
 
 def run_request(spec: TaskSpec, policy: Policy, *, run_id: int, task_id: str,
@@ -125,16 +126,17 @@ class Launcher:
 
     # -- launching ----------------------------------------------------------------------
 
-    def fire(self, task: Task, slot: float) -> int | None:
-        """Run the task's due ``slot``, park it behind the active run, or record it skipped
-        (overlap, rate limit). Returns the run id of a run launched or parked, None for a
-        slot skipped or recorded before. Safe to call again after it raised."""
+    def fire(self, task: Task, slot: float, jitter: float = 0.0) -> int | None:
+        """Run the task's due ``slot`` (started ``jitter`` seconds after it), park it behind
+        the active run, or record it skipped (overlap, rate limit). Returns the run id of a
+        run launched or parked, None for a slot skipped or recorded before. Safe to call
+        again after it raised."""
         with self._lock:
             reason = self._skip_reason(task)
             if reason is None:
-                return self.launch(task, Trigger.SCHEDULE, slot)
+                return self.launch(task, Trigger.SCHEDULE, slot, jitter=jitter)
             run_id = self._store.insert_run(task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED,
-                                            slot, slot=True, reason=reason)
+                                            slot, slot=True, reason=reason, jitter_ms=_ms(jitter))
         if run_id is not None:
             self._tell(FinishedRun(run_id, task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot))
         return None
@@ -152,17 +154,21 @@ class Launcher:
             assert run_id is not None, "a manual run has no slot to collide on"
             return run_id
 
-    def launch(self, task: Task, trigger: Trigger, scheduled_for: float) -> int | None:
+    def launch(self, task: Task, trigger: Trigger, scheduled_for: float, *,
+               jitter: float | None = None) -> int | None:
         """Record a queued run and hand it to the executor (or park it behind the active
-        run); None if its slot was recorded before (by an earlier fire or server process)."""
+        run); None if its slot was recorded before (by an earlier fire or server process).
+        ``jitter`` (scheduled runs) is how long after ``scheduled_for`` the run starts."""
         with self._lock:
             run_id = self._store.insert_run(task.task_id, trigger, RunStatus.QUEUED, scheduled_for,
-                                            slot=trigger is not Trigger.MANUAL)
+                                            slot=trigger is not Trigger.MANUAL,
+                                            jitter_ms=_ms(jitter))
             if run_id is None:
                 return None
+            start_at = scheduled_for + (jitter or 0.0)
             request = run_request(task.spec, self._policy(), run_id=run_id, task_id=task.task_id,
-                                  scheduled_for=scheduled_for)
-            self._inflight[run_id] = _InFlight(task.task_id, scheduled_for, trigger)
+                                  scheduled_for=start_at)
+            self._inflight[run_id] = _InFlight(task.task_id, scheduled_for, trigger, start_at)
             active = self._active.setdefault(task.task_id, set())
             if active and trigger is Trigger.SCHEDULE and task.spec.overlap is Overlap.QUEUE:
                 self._waiting[task.task_id] = request
@@ -260,4 +266,8 @@ class Launcher:
         info = self._inflight.get(run_id)
         if info is None or started_at is None:
             return None
-        return round((started_at - info.scheduled_for) * 1000, 3)
+        return round((started_at - info.start_at) * 1000, 3)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)

@@ -85,6 +85,8 @@ class TaskSpec:
     until: float | None = None
     max_runs: int | None = None
     start_at: float | None = None
+    timezone: str | None = None  # IANA name; None: the server's default zone
+    jitter: float | None = None  # seconds; None: start each slot on time
 
 
 @dataclass
@@ -114,10 +116,15 @@ class Task:
 
     def following(self, after: float) -> float | None:
         """The task's first slot strictly after ``after``, or None if it fires no more
-        (paused, ``max_runs`` reached, or past ``until``)."""
+        (paused, ``max_runs`` reached, past ``until``, or a one-shot that has fired)."""
         if self.paused or self.exhausted:
             return None
-        slot = self.schedule.next_slot(self.anchor, after)
+        return self.admit(self.schedule.next_slot(self.anchor, after))
+
+    def admit(self, slot: float | None) -> float | None:
+        """``slot`` if the task still fires it (see ``following``), else None."""
+        if slot is None or self.paused or self.exhausted:
+            return None
         if self.spec.until is not None and slot > self.spec.until:
             return None
         return slot
@@ -144,6 +151,7 @@ class Run:
     started_at: float | None = None
     finished_at: float | None = None
     lateness_ms: float | None = None
+    jitter_ms: float | None = None
     stdout: str = ""
     stderr: str = ""
     truncated: bool = False

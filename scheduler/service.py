@@ -10,15 +10,21 @@ limit, results).
 Lifecycle: ``open()`` loads the store and opens the launcher (and so the executor) and the
 dispatcher; ``close()`` closes them. In between, the ``start``/``stop`` actions switch
 dispatching on and off: those two words mean only that here.
+
+Time zones: a task's clock schedule follows its ``timezone`` or, without one, the
+scheduler's default zone (``tz``, else the machine's). A task's ``jitter`` delays the start of
+each slot by a deterministic offset (:mod:`scheduler.jitter`); the slot itself, which
+identifies the run, does not move.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from typing import Any
 
@@ -32,9 +38,11 @@ from .errors import (
 )
 from .executor import Executor
 from .grammar import IntervalSchedule, Schedule, parse_interval
+from .jitter import check_jitter, jitter_offset
 from .launcher import Launcher, RunListener, run_request
 from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
 from .store import Store, spec_from_json
+from .zones import iso_time, local_zone, resolve_zone, zone_name
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +57,24 @@ class SchedulerConfig:
     autostart: bool = False
 
 
+@dataclass(frozen=True)
+class SchedulePreview:
+    """What ``validate`` shows: a schedule's canonical text, its next slots (epoch seconds,
+    and ISO 8601 in ``timezone``) and what it means in plain English."""
+
+    schedule: Schedule
+    timezone: str
+    next_runs: list[float] = field(default_factory=list)
+    next_runs_at: list[str] = field(default_factory=list)
+    description: str = ""
+
+
 class Scheduler:
     """The task registry and its actions. Lifecycle: ``open()`` → actions → ``close()``.
 
     ``dispatcher`` defaults to a :class:`Dispatcher` on ``clock``; a test may pass its own
-    (it is opened with this scheduler's fire callback). The scheduler's lock is taken
+    (it is opened with this scheduler's fire callback). ``tz`` is the default zone of
+    tasks without a ``timezone`` (None: the machine's zone). The scheduler's lock is taken
     before the launcher's, never after it.
     """
 
@@ -65,7 +86,7 @@ class Scheduler:
         self.policy = policy
         self.config = config
         self.clock = clock
-        self.tz = tz
+        self.tz = tz if tz is not None else local_zone()
         self._lock = threading.RLock()
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
@@ -87,12 +108,13 @@ class Scheduler:
         was_running = self.store.is_running()
         running = was_running or self.config.autostart
         for row in self.store.load_tasks():
-            spec = spec_from_json(row.pop("spec"))
+            spec = spec_from_json(row.pop("spec"), **row.pop("columns"))
             try:
-                schedule = parse_interval(spec.interval, tz=self.tz)
-            except InvalidInterval as exc:
-                log.error("task %r has an interval this server cannot parse (%s); not scheduled",
-                          row["task_id"], exc.message, extra={"task_id": row["task_id"]})
+                schedule = parse_interval(spec.interval, tz=self._zone(spec.timezone))
+            except InvalidRequest as exc:
+                log.error("task %r has an interval or time zone this server cannot use (%s); "
+                          "not scheduled", row["task_id"], exc.message,
+                          extra={"task_id": row["task_id"]})
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
         self._launcher.open()
@@ -115,12 +137,17 @@ class Scheduler:
     def _catch_up(self, now: float) -> None:
         """Handle slots missed while the server was down (``misfire``), then plan ahead."""
         catch_ups = []
+        ahead: dict[str, float | None] = {}
         with self._lock:
             for task in self._tasks.values():
                 if task.paused or task.exhausted:
                     continue
                 missed = task.schedule.next_slot(task.anchor, task.checkpoint)
-                if missed > now or (task.spec.until is not None and missed > task.spec.until):
+                if missed is None or missed > now:
+                    # Nothing was missed, so this is also the first slot after now.
+                    ahead[task.task_id] = missed
+                    continue
+                if task.spec.until is not None and missed > task.spec.until:
                     continue
                 if task.spec.misfire is Misfire.RUN_ONCE:
                     catch_ups.append((task, missed))
@@ -130,24 +157,30 @@ class Scheduler:
         for task, missed in catch_ups:
             with self._lock:
                 self._count(task, missed, self._launcher.launch(task, Trigger.CATCH_UP, missed))
-        self._resume_all(now)
+        self._resume_all(now, ahead)
 
-    def _resume_all(self, now: float) -> None:
-        """Deal with every slot up to ``now`` as passed over, and plan the next ones."""
+    def _resume_all(self, now: float, ahead: dict[str, float | None] | None = None) -> None:
+        """Deal with every slot up to ``now`` as passed over, and plan the next ones
+        (``ahead``: tasks whose first slot after ``now`` is already known)."""
         with self._lock:
             for task in self._tasks.values():
                 task.checkpoint = now
             self.store.set_all_checkpoints(now)
-        self._plan_all(now)
+        self._plan_all(now, ahead or {})
 
-    def _plan_all(self, now: float) -> None:
+    def _plan_all(self, now: float, ahead: dict[str, float | None]) -> None:
         with self._lock:
-            due = {}
+            due, jitters = {}, {}
             for task in self._tasks.values():
-                task.next_run = task.following(now)
+                if task.task_id in ahead:
+                    task.next_run = task.admit(ahead[task.task_id])
+                else:
+                    task.next_run = task.following(now)
                 if task.next_run is not None:
                     due[task.task_id] = task.next_run
-        self._dispatcher.schedule_many(due)
+                    if task.spec.jitter:
+                        jitters[task.task_id] = task.spec.jitter
+        self._dispatcher.schedule_many(due, jitters)
 
     # -- the original API's actions -----------------------------------------------------
 
@@ -179,7 +212,8 @@ class Scheduler:
 
     def create(self, task_id: str, spec: TaskSpec) -> Task:
         now = self.clock()
-        schedule = self._check(spec, now)
+        spec = self._normalize(spec)
+        schedule = self._check(spec, now, anchor=_anchor(spec, None, now))
         # The id is reserved under the lock, written to the store outside it (the commit
         # must not hold up the dispatcher), then published under the lock.
         with self._lock:
@@ -203,12 +237,13 @@ class Scheduler:
         with self._lock:
             self._reserved.discard(task_id)
             self._tasks[task_id] = task
-            self._dispatcher.schedule(task_id, task.next_run)
+            self._plan(task)
         return task
 
     def update(self, task_id: str, changes: dict[str, Any]) -> Task:
         """Change some fields of a task. A new ``interval`` or ``start_at`` re-anchors its
-        slots; other changes keep the task's place in time."""
+        slots; other changes keep the task's place in time (a new ``timezone`` moves clock
+        schedules to that zone's wall clock)."""
         now = self.clock()
         with self._lock:
             task = self._get(task_id)
@@ -216,16 +251,19 @@ class Scheduler:
                 unused = ({task.spec.task_type.parameter} - {changes["task_type"].parameter}
                           - set(changes))
                 changes = {**changes, **{name: None for name in unused}}
-            spec = replace(task.spec, **changes)
-            schedule = self._check(spec, now)
+            spec = self._normalize(replace(task.spec, **changes))
+            reanchor = "interval" in changes or "start_at" in changes
+            replanned = reanchor or "timezone" in changes
+            anchor = _anchor(spec, None, now) if reanchor else task.anchor
+            schedule = self._check(spec, now, anchor=anchor if replanned else None)
             updated = replace(task, spec=spec, schedule=schedule, updated_at=now)
-            if "interval" in changes or "start_at" in changes:
+            if reanchor:
                 updated.anchor = _anchor(spec, schedule, now)
                 updated.checkpoint = round(now, 3)
             updated.next_run = updated.following(max(now, updated.checkpoint))
             self.store.save_task(updated)
             self._tasks[task_id] = updated
-            self._dispatcher.schedule(task_id, updated.next_run)
+            self._plan(updated)
             return updated
 
     def remove(self, task_id: str) -> None:
@@ -248,7 +286,7 @@ class Scheduler:
                 self.store.save_task(task)
                 self._tasks[task_id] = task
             task.next_run = task.following(now)
-            self._dispatcher.schedule(task_id, task.next_run)
+            self._plan(task)
             return task
 
     def run_now(self, task_id: str) -> int:
@@ -276,8 +314,9 @@ class Scheduler:
             task = self._tasks.get(task_id)
             if task is None or task.paused or not self._running or task.next_run != slot:
                 return None
+            jitter = jitter_offset(task_id, slot, task.spec.jitter)
             try:
-                self._count(task, slot, self._launcher.fire(task, slot))
+                self._count(task, slot, self._launcher.fire(task, slot, jitter))
             except StoreUnavailable as exc:
                 log.error("task %r: the run due at %s was not started: %s", task_id, slot,
                           exc.detail, extra={"task_id": task_id})
@@ -287,6 +326,10 @@ class Scheduler:
             # machine, a clock jump) resumes at the next future slot instead of a burst.
             task.next_run = task.following(max(slot, self.clock()))
             return task.next_run
+
+    def _plan(self, task: Task) -> None:
+        """Hand the task's next slot (and its jitter bound) to the dispatcher."""
+        self._dispatcher.schedule(task.task_id, task.next_run, jitter=task.spec.jitter)
 
     def _count(self, task: Task, slot: float, run_id: int | None) -> None:
         """Record that ``slot`` has been dealt with (and a run fired, if ``run_id``)."""
@@ -310,6 +353,16 @@ class Scheduler:
             return task.next_run
         return task.following(max(self.clock(), task.checkpoint))
 
+    def timezone_of(self, task: Task) -> str:
+        """The IANA name of the zone the task's clock schedule follows."""
+        return task.spec.timezone or zone_name(self.tz)
+
+    def next_run_at(self, task: Task) -> str | None:
+        """The next run (as ``display_next_run``) in ISO 8601 with the offset, in the
+        task's zone; None if the task fires no more."""
+        next_run = self.display_next_run(task)
+        return None if next_run is None else iso_time(next_run, self._zone(task.spec.timezone))
+
     def runs(self, task_id: str | None = None, limit: int = 20) -> list[Run]:
         if task_id is not None:
             self.task(task_id)
@@ -330,12 +383,28 @@ class Scheduler:
                                runs_active=self.executor.busy(), runs_queued=self.executor.queued(),
                                isolation=self.executor.isolation(), store=self.store.health())
 
-    def validate(self, interval: object, count: int = 5) -> tuple[Schedule, list[float]]:
-        """Parse ``interval`` and list its next ``count`` runs for a task created now."""
+    def validate(self, interval: object, count: int = 5, *,
+                 timezone: object = None) -> tuple[Schedule, list[float]]:
+        """Parse ``interval`` and list its next ``count`` runs for a task created now
+        (``preview`` tells more)."""
+        preview = self.preview(interval, count, timezone=timezone)
+        return preview.schedule, preview.next_runs
+
+    def preview(self, interval: object, count: int = 5, *, timezone: object = None,
+                jitter: object = None) -> SchedulePreview:
+        """What a task created now with this ``interval``, ``timezone`` and ``jitter`` would
+        do: its next ``count`` runs and the schedule in plain English. Creates nothing;
+        refuses what ``create`` would refuse in these three fields."""
         now = self.clock()
-        schedule = self._parse(interval)
+        zone = self._zone(timezone)
+        schedule = self._parse(interval, zone)
         anchor = round(now, 3)
-        return schedule, schedule.next_slots(anchor, now, count)
+        _check_future(schedule, anchor, now)
+        check_jitter(jitter, schedule.period_seconds)
+        slots = schedule.next_slots(anchor, now, count)
+        return SchedulePreview(schedule=schedule, timezone=zone_name(zone), next_runs=slots,
+                               next_runs_at=[iso_time(t, zone) for t in slots],
+                               description=schedule.description)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -345,8 +414,13 @@ class Scheduler:
             raise TaskNotFound(task_id)
         return task
 
-    def _parse(self, interval: object) -> Schedule:
-        schedule = parse_interval(interval, tz=self.tz)
+    def _zone(self, timezone: object) -> tzinfo:
+        """The zone named ``timezone`` (InvalidRequest ``invalid_timezone`` if unknown), or
+        the default zone for None."""
+        return self.tz if timezone is None else resolve_zone(timezone)
+
+    def _parse(self, interval: object, zone: tzinfo) -> Schedule:
+        schedule = parse_interval(interval, tz=zone)
         minimum = self.policy().rate_limits.min_interval_seconds
         if schedule.period_seconds < minimum:
             raise InvalidInterval(
@@ -354,9 +428,23 @@ class Scheduler:
                 "(rate_limits.min_interval_seconds)", code="interval_too_short")
         return schedule
 
-    def _check(self, spec: TaskSpec, now: float) -> Schedule:
-        """Validate a whole spec against the grammar and the policy in force."""
-        schedule = self._parse(spec.interval)
+    def _normalize(self, spec: TaskSpec) -> TaskSpec:
+        """The spec with its ``timezone`` spelled as the zone database does (InvalidRequest
+        ``invalid_timezone`` if there is no such zone) and its ``jitter`` a float or None
+        (the schedule's bound on it is checked with the schedule)."""
+        timezone = None if spec.timezone is None else zone_name(resolve_zone(spec.timezone))
+        jitter = check_jitter(spec.jitter, math.inf)
+        if (timezone, jitter) == (spec.timezone, spec.jitter):
+            return spec
+        return replace(spec, timezone=timezone, jitter=jitter)
+
+    def _check(self, spec: TaskSpec, now: float, *, anchor: float | None) -> Schedule:
+        """Validate a whole spec against the grammar and the policy in force. With an
+        ``anchor`` (the schedule is new or moved), it must still fire from now on."""
+        schedule = self._parse(spec.interval, self._zone(spec.timezone))
+        if anchor is not None:
+            _check_future(schedule, anchor, now)
+        check_jitter(spec.jitter, schedule.period_seconds)
         kind = spec.task_type
         if kind.parameter_required and not getattr(spec, kind.parameter):
             raise InvalidRequest(f"a '{kind.value}' task needs '{kind.parameter}'",
@@ -371,11 +459,25 @@ class Scheduler:
         return schedule
 
 
-def _anchor(spec: TaskSpec, schedule: Schedule, now: float) -> float:
+def _check_future(schedule: Schedule, anchor: float, now: float) -> None:
+    """A schedule anchored at ``anchor`` must fire after ``now`` (a one-shot time that has
+    passed, a cron date that never comes)."""
+    if schedule.next_slot(anchor, now) is not None:
+        return
+    if schedule.one_shot:
+        raise InvalidInterval(f"the time of '{schedule.canonical}' has already passed; "
+                              "give a time in the future")
+    raise InvalidInterval(f"'{schedule.canonical}' never falls on a date from now on")
+
+
+def _anchor(spec: TaskSpec, schedule: Schedule | None, now: float) -> float:
     """Where a task's slots are counted from: now, or so that ``start_at`` is the first
-    interval slot (for clock schedules: the first clock time at or after ``start_at``)."""
+    interval slot (for clock schedules: the first clock time at or after ``start_at``).
+    Without the ``schedule`` (not parsed yet), an interval's ``start_at`` is not known."""
     if spec.start_at is None:
         return round(now, 3)
+    if schedule is None:
+        return round(spec.start_at, 3) - 0.001
     if isinstance(schedule, IntervalSchedule):
         return round(spec.start_at - schedule.period_seconds, 3)
     return round(spec.start_at, 3) - 0.001

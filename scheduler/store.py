@@ -48,7 +48,7 @@ from .models import Misfire, Overlap, Run, RunStatus, TaskSpec, TestCounts, Trig
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FINAL = tuple(s.value for s in RunStatus if s.is_final)
 BUSY_TIMEOUT_MS = 2000
 MAX_DEFERRED = 10_000
@@ -73,20 +73,31 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at REAL NOT NULL,
     updated_at REAL NOT NULL, anchor REAL NOT NULL, checkpoint REAL NOT NULL,
-    paused INTEGER NOT NULL DEFAULT 0, runs_fired INTEGER NOT NULL DEFAULT 0);
+    paused INTEGER NOT NULL DEFAULT 0, runs_fired INTEGER NOT NULL DEFAULT 0,
+    timezone TEXT, jitter REAL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, trigger TEXT NOT NULL,
     status TEXT NOT NULL, reason TEXT, exit_code INTEGER, scheduled_for REAL NOT NULL,
     slot_ms INTEGER, started_at REAL, finished_at REAL, lateness_ms REAL,
     stdout TEXT NOT NULL DEFAULT '', stderr TEXT NOT NULL DEFAULT '',
-    truncated INTEGER NOT NULL DEFAULT 0, tests TEXT, out_bytes INTEGER NOT NULL DEFAULT 0);
+    truncated INTEGER NOT NULL DEFAULT 0, tests TEXT, out_bytes INTEGER NOT NULL DEFAULT 0,
+    jitter_ms REAL);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_slot ON runs (task_id, slot_ms);
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id, run_id);
 CREATE INDEX IF NOT EXISTS runs_active ON runs (status) WHERE status IN ('queued', 'running');
 """
 
+# Upgrades of an older database, by the version they start from: additive columns only.
+_MIGRATIONS = {
+    1: ("ALTER TABLE tasks ADD COLUMN timezone TEXT",
+        "ALTER TABLE tasks ADD COLUMN jitter REAL",
+        "ALTER TABLE runs ADD COLUMN jitter_ms REAL"),
+}
+# Spec fields kept in columns of their own rather than in the spec's JSON.
+_SPEC_COLUMNS = ("timezone", "jitter")
+
 _RUN_COLUMNS = ("run_id, task_id, trigger, status, reason, exit_code, scheduled_for, started_at, "
-                "finished_at, lateness_ms, stdout, stderr, truncated, tests")
+                "finished_at, lateness_ms, stdout, stderr, truncated, tests, jitter_ms")
 
 
 def translate(exc: sqlite3.Error) -> StoreError:
@@ -123,15 +134,17 @@ def slot_key(scheduled_for: float) -> int:
 
 
 def spec_to_json(spec: TaskSpec) -> str:
-    data = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+    data = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k not in _SPEC_COLUMNS}
     data["task_type"] = spec.task_type.value
     data["overlap"] = spec.overlap.value
     data["misfire"] = spec.misfire.value
     return json.dumps(data, sort_keys=True)
 
 
-def spec_from_json(text: str) -> TaskSpec:
-    data = json.loads(text)
+def spec_from_json(text: str, **columns: Any) -> TaskSpec:
+    """The spec stored as ``text``; ``columns`` are the fields stored beside it (timezone,
+    jitter)."""
+    data = {**json.loads(text), **columns}
     data["task_type"] = TaskType(data["task_type"])
     data["overlap"] = Overlap(data["overlap"])
     data["misfire"] = Misfire(data["misfire"])
@@ -164,6 +177,8 @@ class Store:
             found = _get_meta(self._db, "schema_version")
             if found is None:
                 _set_meta(self._db, "schema_version", str(SCHEMA_VERSION))
+            elif found.isdigit() and int(found) in _MIGRATIONS:
+                self._migrate(int(found))
             elif found != str(SCHEMA_VERSION):
                 raise StoreError(f"{self.path} has schema version {found}; this server "
                                  f"understands version {SCHEMA_VERSION}")
@@ -182,6 +197,20 @@ class Store:
             db.close()
             raise
         return db
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database of schema ``version`` to SCHEMA_VERSION, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    self._db.execute(statement)
+                version += 1
+            _set_meta(self._db, "schema_version", str(version))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection, after one last try at the deferred writes."""
@@ -328,21 +357,26 @@ class Store:
     # -- tasks --------------------------------------------------------------------------
 
     def load_tasks(self) -> list[dict[str, Any]]:
+        """Every task row; ``spec`` is the spec's JSON, ``columns`` the spec fields stored
+        beside it (for :func:`spec_from_json`)."""
         rows = self._use(lambda db: db.execute(
             "SELECT task_id, spec, created_at, updated_at, anchor, checkpoint, paused, "
-            "runs_fired FROM tasks ORDER BY created_at, task_id").fetchall(), write=False)
+            "runs_fired, timezone, jitter FROM tasks ORDER BY created_at, task_id").fetchall(),
+            write=False)
         return [dict(task_id=r[0], spec=r[1], created_at=r[2], updated_at=r[3], anchor=r[4],
-                     checkpoint=r[5], paused=bool(r[6]), runs_fired=r[7]) for r in rows]
+                     checkpoint=r[5], paused=bool(r[6]), runs_fired=r[7],
+                     columns=dict(timezone=r[8], jitter=r[9])) for r in rows]
 
     def save_task(self, task) -> None:
         """Insert or replace the whole task row."""
         params = (task.task_id, spec_to_json(task.spec), task.created_at, task.updated_at,
-                  task.anchor, task.checkpoint, int(task.paused), task.runs_fired)
+                  task.anchor, task.checkpoint, int(task.paused), task.runs_fired,
+                  task.spec.timezone, task.spec.jitter)
 
         def work(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO tasks (task_id, spec, created_at, updated_at, "
-                       "anchor, checkpoint, paused, runs_fired) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       params)
+                       "anchor, checkpoint, paused, runs_fired, timezone, jitter) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
             self._progress.pop(task.task_id, None)  # the whole row is newer
 
         self._use(work, write=True)
@@ -374,11 +408,12 @@ class Store:
     # -- runs ---------------------------------------------------------------------------
 
     def insert_run(self, task_id: str, trigger: Trigger, status: RunStatus, scheduled_for: float,
-                   *, slot: bool, reason: str | None = None) -> int | None:
+                   *, slot: bool, reason: str | None = None,
+                   jitter_ms: float | None = None) -> int | None:
         """Record a new run; None if ``slot`` is set and that slot was recorded before."""
         finished = self.clock() if status.is_final else None
         params = (task_id, trigger.value, status.value, reason, scheduled_for,
-                  slot_key(scheduled_for) if slot else None, finished)
+                  slot_key(scheduled_for) if slot else None, finished, jitter_ms)
         cur = self._use(lambda db: db.execute(_INSERT_RUN, params), write=True)
         return cur.lastrowid if cur.rowcount else None
 
@@ -388,7 +423,7 @@ class Store:
         case. A slot recorded before in any way is left as it is."""
         key = (task_id, slot_key(scheduled_for))
         params = (task_id, Trigger.SCHEDULE.value, RunStatus.ERROR.value, reason, scheduled_for,
-                  key[1], self.clock())
+                  key[1], self.clock(), None)
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(_INSERT_RUN, params)
@@ -489,7 +524,7 @@ class Store:
 
 
 _INSERT_RUN = ("INSERT OR IGNORE INTO runs (task_id, trigger, status, reason, scheduled_for, "
-               "slot_ms, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+               "slot_ms, finished_at, jitter_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _MARK_RUNNING = ("UPDATE runs SET status = 'running', started_at = ?, lateness_ms = ? "
                  "WHERE run_id = ? AND status = 'queued'")
 _FINISH_RUN = ("UPDATE runs SET status = ?, reason = ?, exit_code = ?, "
@@ -530,4 +565,4 @@ def _run(row: tuple) -> Run:
     return Run(run_id=row[0], task_id=row[1], trigger=Trigger(row[2]), status=RunStatus(row[3]),
                reason=row[4], exit_code=row[5], scheduled_for=row[6], started_at=row[7],
                finished_at=row[8], lateness_ms=row[9], stdout=row[10], stderr=row[11],
-               truncated=bool(row[12]), tests=tests)
+               truncated=bool(row[12]), tests=tests, jitter_ms=row[14])

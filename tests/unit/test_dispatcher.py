@@ -275,7 +275,7 @@ def test_a_failed_slot_is_retried_after_a_growing_back_off(dispatcher, recorder,
     # Success resets the back-off: a new failure is retried after 1 s again.
     move_and_check(T0 + 100, "b5")
     wait_until(lambda: len(fires_of_a()) == 4, timeout=DEADLINE, message="the next slot")
-    wait_until(lambda: dispatcher._retry_at.get("a") == T0 + 101, timeout=DEADLINE,
+    wait_until(lambda: dispatcher._fire_at.get("a") == T0 + 101, timeout=DEADLINE,
                message="a retry after one second")
     assert dispatcher.due("a") == T0 + 100
     move_and_check(T0 + 101, "b6")
@@ -300,8 +300,8 @@ def test_the_back_off_is_capped(clock):
         for delay in [1, 2, 4, 8, 16, 32, 60, 60]:
             wait_until(lambda: len(failures) == len(expected), timeout=DEADLINE,
                        message=f"failure {len(expected)}")
-            wait_until(lambda: d._retry_at.get("a") is not None, timeout=DEADLINE)
-            assert d._retry_at["a"] == clock.now + delay
+            wait_until(lambda: d._fire_at.get("a") is not None, timeout=DEADLINE)
+            assert d._fire_at["a"] == clock.now + delay
             clock.now += delay
             expected.append(clock.now)
             d.set_active(True)
@@ -402,3 +402,35 @@ def test_many_reschedules_keep_only_the_latest(dispatcher, recorder):
     dispatcher.schedule("barrier", T0)
     recorder.wait_fired("barrier")
     assert len(recorder.snapshot()) == 4
+
+
+# --- jitter -------------------------------------------------------------------------------
+
+def test_a_jittered_slot_fires_at_its_start_and_passes_the_slot(dispatcher, recorder, clock):
+    from scheduler.jitter import jitter_offset
+    slot = T0 + 100
+    start = slot + jitter_offset("j", slot, 50)
+    assert start > slot  # this task id and slot draw a non-zero offset
+    dispatcher.schedule("j", slot, jitter=50)
+    dispatcher.set_active(True)
+    clock.now = start - 0.01
+    dispatcher.schedule("barrier", clock.now)
+    recorder.wait_fired("barrier")
+    assert ("j", slot) not in recorder.snapshot()
+    assert dispatcher.due("j") == slot
+    clock.now = start
+    dispatcher.set_active(True)
+    assert recorder.wait_fired("j")[-1] == ("j", slot)
+
+
+def test_the_next_slot_keeps_the_jitter_and_schedule_many_takes_it(dispatcher, recorder, clock):
+    from scheduler.jitter import jitter_offset
+    recorder.plan["j"] = lambda due: due + 1000
+    dispatcher.schedule_many({"j": T0 - 200, "plain": T0 + 50}, {"j": 50})
+    dispatcher.set_active(True)
+    assert recorder.wait_fired("j") == [("j", T0 - 200)]
+    following = T0 + 800
+    wait_until(lambda: dispatcher.due("j") == following, timeout=DEADLINE)
+    with dispatcher._cond:
+        assert dispatcher._when("j") == following + jitter_offset("j", following, 50)
+        assert dispatcher._when("plain") == T0 + 50  # no jitter: at the slot itself

@@ -296,12 +296,12 @@ def test_daily_follows_wall_clock_across_dst() -> None:
     assert slots[1] - slots[0] == 25 * 3600  # fall back: a 25-hour day
 
 
-def test_daily_in_spring_forward_gap_uses_fold_0() -> None:
+def test_daily_in_spring_forward_gap_fires_at_the_end_of_the_gap() -> None:
     s = parse_interval("daily at 02:30", tz=BERLIN)
     anchor = at(BERLIN, 2026, 3, 27, 12, 0)
     assert s.next_slots(anchor, anchor, 3) == [
         at(UTC, 2026, 3, 28, 1, 30),  # 02:30 CET
-        at(UTC, 2026, 3, 29, 1, 30),  # 02:30 does not exist; fold=0 maps it to 03:30 CEST
+        at(UTC, 2026, 3, 29, 1, 0),  # 02:30 does not exist: the first instant after the gap, 03:00 CEST
         at(UTC, 2026, 3, 30, 0, 30),  # 02:30 CEST
     ]
 
@@ -338,7 +338,7 @@ def test_weekday_slots() -> None:
 def test_weekday_across_dst() -> None:
     s = parse_interval("every sunday at 02:30", tz=BERLIN)
     anchor = at(BERLIN, 2026, 3, 27, 12, 0)  # a Friday
-    assert s.next_slots(anchor, anchor, 2) == [at(UTC, 2026, 3, 29, 1, 30), at(UTC, 2026, 4, 5, 0, 30)]
+    assert s.next_slots(anchor, anchor, 2) == [at(UTC, 2026, 3, 29, 1, 0), at(UTC, 2026, 4, 5, 0, 30)]
     s = parse_interval("every sunday at 12:00", tz=BERLIN)
     anchor = at(BERLIN, 2026, 3, 20, 12, 0)  # the Friday before: Sunday 22nd (CET), 29th (CEST)
     slots = s.next_slots(anchor, anchor, 2)
@@ -423,7 +423,10 @@ def _brute_force_calendar(s: Schedule, zone: ZoneInfo, anchor: float, after: flo
         while WEEKDAYS[day.weekday()] != s.canonical.split()[1]:
             day = day.fromordinal(day.toordinal() + 1)
     while True:
-        candidate = datetime.combine(day, clock_time, tzinfo=zone).timestamp()
+        wall = datetime.combine(day, clock_time)
+        candidate = wall.replace(tzinfo=zone).timestamp()
+        while local(candidate - 60, zone).replace(tzinfo=None) > wall:  # in a gap: its end
+            candidate -= 60
         if candidate > anchor and candidate > after:
             return candidate
         day = day.fromordinal(day.toordinal() + step)

@@ -67,6 +67,7 @@ class StubDispatcher:
 
     def __init__(self):
         self.due_times: dict[str, float] = {}
+        self.jitters: dict[str, float] = {}
         self.active = False
         self.callback = None
         self.closed = False
@@ -84,14 +85,18 @@ class StubDispatcher:
     def set_active(self, active: bool) -> None:
         self.active = active
 
-    def schedule(self, task_id: str, due: float | None) -> None:
+    def schedule(self, task_id: str, due: float | None, *, jitter: float | None = None) -> None:
+        self.jitters.pop(task_id, None)
+        if jitter:
+            self.jitters[task_id] = jitter
         if due is None:
             self.due_times.pop(task_id, None)
         else:
             self.due_times[task_id] = due
 
-    def schedule_many(self, items: dict[str, float]) -> None:
+    def schedule_many(self, items: dict[str, float], jitters: dict[str, float] | None = None) -> None:
         self.due_times = dict(items)
+        self.jitters = dict(jitters or {})
 
     def due(self, task_id: str) -> float | None:
         return self.due_times.get(task_id)

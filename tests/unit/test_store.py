@@ -158,7 +158,8 @@ def test_save_and_load_task_round_trip(store):
     [row] = store.load_tasks()
     assert spec_from_json(row.pop("spec")) == task.spec
     assert row == dict(task_id="alpha", created_at=T0, updated_at=T0 + 5, anchor=T0,
-                       checkpoint=T0 + 600, paused=True, runs_fired=2)
+                       checkpoint=T0 + 600, paused=True, runs_fired=2,
+                       columns=dict(timezone=None, jitter=None))
 
 
 def test_save_task_replaces_the_row(store):
