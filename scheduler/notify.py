@@ -30,6 +30,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -103,16 +104,18 @@ class Notifier:
             thread.start()
 
     def close(self, timeout: float = 2.0) -> None:
-        """End the threads (a try in progress is not waited for beyond ``timeout``)."""
+        """End the threads; a try in progress is waited for ``timeout`` seconds in all
+        (the threads are daemons: one stuck on a dead receiver does not hold up the exit)."""
         self._closing.set()
         for _ in self._threads:
             try:
                 self._queue.put_nowait(None)
             except queue.Full:
                 break
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
         while True:
             try:
                 notice = self._queue.get_nowait()
