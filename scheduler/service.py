@@ -117,6 +117,7 @@ class Scheduler:
     def open(self) -> None:
         """Load the store, settle what the last process left, open the launcher (and with it
         the executor) and the dispatcher."""
+        unfinished = self.store.unfinished_runs()
         interrupted = self.store.interrupt_unfinished("the server stopped while the run was active")
         if interrupted:
             log.warning("marked %d runs from the previous server process as interrupted", interrupted)
@@ -133,6 +134,7 @@ class Scheduler:
                           extra={"task_id": row["task_id"]})
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
+        self._retry_interrupted(unfinished, now)
         self._launcher.open()
         if was_running:
             self._catch_up(now)
@@ -152,6 +154,17 @@ class Scheduler:
         self._launcher.close(self.config.shutdown_grace if grace is None else grace)
         self._notifier.close()
         self.store.close()
+
+    def _retry_interrupted(self, unfinished: list[tuple[int, str, int, int | None]],
+                           now: float) -> None:
+        """Store a retry for each run the last server process left unfinished (it was
+        killed, so no result told of the interruption) whose task has retries left."""
+        for run_id, task_id, attempt, retry_of in unfinished:
+            task = self._tasks.get(task_id)
+            if task is None or task.paused or attempt > task.spec.retries:
+                continue
+            self.store.add_retry(task_id, retry_of or run_id, attempt + 1,
+                                 now + retry_delay(task.spec.retry_delay, attempt))
 
     def _open_retries(self, running: bool) -> None:
         """Plan the retries stored by the last server process, and start delivering

@@ -538,6 +538,12 @@ class Store:
 
         return self._record(work, defer)
 
+    def unfinished_runs(self) -> list[tuple[int, str, int, int | None]]:
+        """Runs still queued or running, as ``(run_id, task_id, attempt, retry_of)``: at
+        start-up, the runs the last server process left (see ``interrupt_unfinished``)."""
+        return self._query("SELECT run_id, task_id, attempt, retry_of FROM runs "
+                           "WHERE status IN ('queued', 'running') ORDER BY run_id")
+
     def interrupt_unfinished(self, reason: str) -> int:
         now = self.clock()
         cur = self._use(lambda db: db.execute(

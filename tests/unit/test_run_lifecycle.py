@@ -201,6 +201,18 @@ def test_a_pending_retry_survives_a_restart_and_runs_once(life):
         (Trigger.MANUAL, 1), (Trigger.RETRY, 2)]
 
 
+def test_a_run_the_last_process_left_unfinished_is_retried(life):
+    h = life()
+    h.create("t", retries=1, retry_delay=5.0)
+    h.create("plain")
+    first = h.run("t")
+    h.run("plain")
+    h.crash()
+    again = life()
+    assert again.store.get_run(first).status is RunStatus.INTERRUPTED
+    assert again.retries.due_times == {str(first): T0 + 5.0}
+
+
 def test_retries_above_the_policy_ceiling_are_refused(h):
     with pytest.raises(LimitExceeded) as info:
         h.create("t", retries=4)
