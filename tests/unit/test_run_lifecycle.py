@@ -387,3 +387,37 @@ def test_a_schema_2_store_gains_the_lifecycle_columns(tmp_path):
     store.add_retry("t", run.run_id, 2, 5.0)
     assert store.pending_retries() == [(run.run_id, "t", 2, 5.0)]
     store.close()
+
+
+# --- the policy's keys -------------------------------------------------------------------
+
+@pytest.mark.parametrize("keys, field", [
+    ({"limits": {"max_retries": -1}}, "limits.max_retries"),
+    ({"limits": {"max_retries": 101}}, "limits.max_retries"),
+    ({"limits": {"max_retries": True}}, "limits.max_retries"),
+    ({"notifications": {"allowed_url": []}}, "notifications.allowed_url"),
+    ({"notifications": {"allowed_urls": "http://x/"}}, "notifications.allowed_urls"),
+    ({"notifications": {"allowed_urls": ["ftp://x/"]}}, "notifications.allowed_urls[0]"),
+    ({"notifications": {"allowed_urls": ["http://u:p@x/"]}}, "notifications.allowed_urls[0]"),
+    ({"notifications": {"allowed_urls": ["http://x/?a=1"]}}, "notifications.allowed_urls[0]"),
+    ({"notifications": {"secret_env": "LD_PRELOAD"}}, "notifications.secret_env"),
+    ({"notifications": {"secret_env": "1X"}}, "notifications.secret_env"),
+    ({"notifications": []}, "notifications"),
+])
+def test_policy_lifecycle_keys_are_validated(tmp_path, keys, field):
+    from policies import PolicyFileError, parse_policy
+    with pytest.raises(PolicyFileError) as info:
+        parse_policy({"version": 1, **keys}, base_dir=tmp_path)
+    assert info.value.field == field
+
+
+def test_policy_lifecycle_keys_and_defaults(tmp_path):
+    from policies import parse_policy
+    default = parse_policy({"version": 1}, base_dir=tmp_path)
+    assert default.limits.max_retries == 3
+    assert default.notifications == NotificationRules()
+    policy = parse_policy({"version": 1, "limits": {"max_retries": 0},
+                           "notifications": {"allowed_urls": ["http://127.0.0.1:9000/h"],
+                                             "secret_env": "HOOK_SECRET"}}, base_dir=tmp_path)
+    assert policy.limits.max_retries == 0
+    assert policy.notifications == NotificationRules(("http://127.0.0.1:9000/h",), "HOOK_SECRET")
