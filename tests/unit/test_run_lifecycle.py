@@ -421,3 +421,90 @@ def test_policy_lifecycle_keys_and_defaults(tmp_path):
                                              "secret_env": "HOOK_SECRET"}}, base_dir=tmp_path)
     assert policy.limits.max_retries == 0
     assert policy.notifications == NotificationRules(("http://127.0.0.1:9000/h",), "HOOK_SECRET")
+
+
+# --- delivery (a receiver on 127.0.0.1) --------------------------------------------------
+
+class _Receiver:
+    """Answers every POST with ``status`` (and a Location header); records the paths."""
+
+    def __init__(self, status: int, location: str = ""):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        paths = self.paths = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                paths.append(self.path)
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def delivery(tmp_path):
+    from policies import default_policy
+    from scheduler.notify import Notifier, NotifierConfig
+    store = Store(tmp_path / "n.db")
+    run_id = store.insert_run("t", Trigger.MANUAL, RunStatus.QUEUED, T0, slot=False)
+    receivers = []
+
+    def make(status: int, *allowed_paths: str, location: str = "", env=None):
+        receiver = _Receiver(status, location)
+        receivers.append(receiver)
+        rules = NotificationRules(tuple(receiver.base + p for p in allowed_paths), "HOOK_KEY")
+        state = {"policy": dataclasses.replace(default_policy(base_dir=tmp_path),
+                                               notifications=rules)}
+        notifier = Notifier(store, lambda: state["policy"], environ=env or {"HOOK_KEY": "k"},
+                            config=NotifierConfig(tries=3, timeout=2.0, backoff=0.01))
+        return receiver, notifier, state
+
+    yield store, run_id, make
+    for receiver in receivers:
+        receiver.close()
+    store.close()
+
+
+def test_a_redirect_is_not_followed(delivery):
+    from scheduler.notify import Notice
+    store, run_id, make = delivery
+    receiver, notifier, _ = make(302, "/hooks", location="http://169.254.169.254/latest")
+    outcome = notifier.deliver(Notice(run_id, "t", "failure", receiver.base + "/hooks"))
+    assert outcome == {"status": "failed", "attempts": 3, "http_status": 302}
+    assert receiver.paths == ["/hooks"] * 3
+    assert store.get_run(run_id).notification == outcome
+
+
+def test_the_url_is_checked_again_at_delivery(delivery):
+    from scheduler.notify import Notice
+    store, run_id, make = delivery
+    receiver, notifier, state = make(204, "/hooks")
+    state["policy"] = dataclasses.replace(state["policy"], notifications=NotificationRules())
+    outcome = notifier.deliver(Notice(run_id, "t", "failure", receiver.base + "/hooks"))
+    assert outcome == {"status": "failed", "attempts": 0, "http_status": None}
+    assert receiver.paths == []
+
+
+def test_a_full_queue_records_the_notice_as_failed(delivery):
+    from scheduler.notify import Notice, Notifier, NotifierConfig
+    store, run_id, make = delivery
+    _, notifier, state = make(204, "/hooks")
+    full = Notifier(store, lambda: state["policy"], config=NotifierConfig(queue_size=1))
+    assert full.submit(Notice(run_id, "t", "failure", "http://127.0.0.1:9/x"))  # not opened
+    assert not full.submit(Notice(run_id, "t", "failure", "http://127.0.0.1:9/x"))
+    assert store.get_run(run_id).notification == {"status": "failed", "attempts": 0,
+                                                  "http_status": None}
