@@ -31,6 +31,7 @@ from .errors import ApiError
 from .guards import EdgeGuards
 from .openapi import document
 from .requests import parse
+from .views import run_view
 
 EXTENSION = "task_scheduler"
 
@@ -116,7 +117,8 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     scheduler = Scheduler(store, pool, policy.current,
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,
-                                                 autostart=config.autostart))
+                                                 autostart=config.autostart),
+                          render_run=run_view)
     # Before the scheduler opens: runs it launches at once (missed slots) are counted too.
     metrics.install(app, scheduler, policy)
     scheduler.open()

@@ -43,6 +43,7 @@ STATUS_BY_ERROR: dict[type[TaskSchedulerError], int] = {
     se.TaskNotFound: 404,
     se.RunNotFound: 404,
     se.TaskExists: 409,
+    se.TaskInChain: 409,
     se.RateLimited: 429,
     se.StoreError: 500,
     se.StoreUnavailable: 503,

@@ -30,7 +30,8 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema
 
 from policies import TASK_PARAMETERS, TaskType
-from scheduler.models import Misfire, Overlap
+from scheduler.lifecycle import MAX_CHAIN_TARGETS, MAX_RETRY_DELAY
+from scheduler.models import Misfire, Notify, NotifyOn, Overlap
 
 from .errors import ApiError
 
@@ -156,6 +157,20 @@ def _type_rules(schema: dict[str, Any]) -> None:
     schema["allOf"] = rules
 
 
+class NotifyOption(BaseModel):
+    """Where a task's run notifications go and which run endings send one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: _field(Annotated[str, Field(min_length=1, max_length=2048)],
+                "an http:// or https:// URL under the policy's notifications.allowed_urls")
+    on: _field(Annotated[list[_enum(NotifyOn)], Field(min_length=1, max_length=3)],
+               "a non-empty list of " + _one_of(NotifyOn)) = [NotifyOn.FAILURE]
+
+
+ChainTargets = Annotated[list[TaskId], Field(max_length=MAX_CHAIN_TARGETS)]
+
+
 class CreateRequest(Request):
     """A new task: its id, type, schedule, the type's parameter, and options."""
 
@@ -187,11 +202,29 @@ class CreateRequest(Request):
     start_at: _field(Time | None, TIME_FORMS + "; the first interval slot") = None
     max_runs: _field(Annotated[int, Field(ge=1)] | None, "a positive integer: the task stops "
                      "firing after that many scheduled runs") = None
+    # Run lifecycle: retries, notifications, chaining.
+    retries: _field(Annotated[int, Field(ge=0, le=100)] | None, "an integer from 0 to the "
+                    "policy's limits.max_retries: how often a failed run is tried again") = None
+    retry_delay: _field(Annotated[float, Field(gt=0, le=MAX_RETRY_DELAY, allow_inf_nan=False)]
+                        | None, "seconds before the first retry (default 10), doubling for "
+                        f"each further one, at most {MAX_RETRY_DELAY:g}") = None
+    notify: _field(NotifyOption | None, "an object {url, on}: POST a signed notice of a run's "
+                   "end to url for the endings in on (failure, success, change)") = None
+    on_success: _field(ChainTargets | None, "a list of task ids, each started when a run of "
+                       "this task succeeds; a chain may not loop") = None
+    on_failure: _field(ChainTargets | None, "a list of task ids, each started when a run of "
+                       "this task fails (after its last retry); a chain may not loop") = None
 
     def spec_fields(self) -> dict[str, Any]:
         """The task fields the client sent, by their :class:`~scheduler.models.TaskSpec` names."""
         given = self.given() - {"task_id"}
-        return {name: getattr(self, name) for name in type(self).model_fields if name in given}
+        fields = {name: getattr(self, name) for name in type(self).model_fields if name in given}
+        if fields.get("notify") is not None:
+            fields["notify"] = Notify(url=self.notify.url, on=tuple(dict.fromkeys(self.notify.on)))
+        for name in ("on_success", "on_failure"):
+            if name in fields:
+                fields[name] = tuple(dict.fromkeys(fields[name]))
+        return fields
 
 
 class UpdateRequest(CreateRequest):
@@ -288,7 +321,7 @@ def _refusal(model: type[Request], action: str, error: dict[str, Any],
     field = str(error["loc"][0]) if error["loc"] else "action"
     accepted = {f.alias or name: f.description for name, f in model.model_fields.items()
                 if name != "action"}
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
         return ApiError(400, "unknown_field", f"'{field}' is not an option of the '{action}' "
                         f"action. Accepted: {', '.join(sorted(accepted)) or 'no options'}.",
                         field=field)

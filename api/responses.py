@@ -14,12 +14,25 @@ from typing_extensions import TypedDict  # pydantic reads its annotations on Pyt
 from pydantic import ConfigDict, Field, with_config
 
 from policies import TaskType
-from scheduler.models import Misfire, Overlap, RunStatus, Trigger
+from scheduler.models import Misfire, NotifyOn, Overlap, RunStatus, Trigger
 
 Time = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
                             description="server local time, YYYY-MM-DD HH:MM:SS")]
 Count = Annotated[int, Field(ge=0)]
 TaskState = Literal["scheduled", "paused", "finished"]
+
+
+class NotifySettings(TypedDict):
+    url: str
+    on: list[NotifyOn]
+
+
+class Notification(TypedDict):
+    """How the run's notification went (null: none was due, or it is still on its way)."""
+
+    status: Literal["delivered", "failed"]
+    attempts: Count
+    http_status: int | None
 
 
 class TaskDetails(TypedDict):
@@ -43,6 +56,11 @@ class TaskDetails(TypedDict):
     paused: bool
     state: TaskState
     runs_fired: int
+    retries: int
+    retry_delay: float
+    notify: NotifySettings | None
+    on_success: list[str]
+    on_failure: list[str]
 
 
 class Task(TypedDict):
@@ -76,6 +94,12 @@ class Run(TypedDict):
     output_is_tail: Annotated[bool, Field(description=(
         "true when runs shows only the last 4096 characters of a stream (output shows all "
         "that was kept)"))]
+    attempt: Annotated[int, Field(ge=1, description="1 for a first try, 2 for its first "
+                                  "retry, ...")]
+    retry_of: Annotated[int | None, Field(description="a retry's first try (its run_id)")]
+    parent_run_id: Annotated[int | None, Field(description=(
+        "a chained run's cause: the run of another task whose end started it"))]
+    notification: Notification | None
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -53,6 +53,11 @@ def task_details(task: Task, next_run: float | None) -> rs.TaskDetails:
         paused=task.paused,
         state=task_state(task, next_run),
         runs_fired=task.runs_fired,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay,
+        notify=rs.NotifySettings(**spec.notify.to_dict()) if spec.notify else None,
+        on_success=list(spec.on_success),
+        on_failure=list(spec.on_failure),
     )
 
 
@@ -86,4 +91,8 @@ def run_view(run: Run, *, full_output: bool = False) -> rs.Run:
         stderr=shown[1],
         output_is_tail=not full_output and (len(run.stdout) > TAIL_CHARS
                                             or len(run.stderr) > TAIL_CHARS),
+        attempt=run.attempt,
+        retry_of=run.retry_of,
+        parent_run_id=run.parent_run_id,
+        notification=rs.Notification(**run.notification) if run.notification else None,
     )

@@ -8,19 +8,19 @@ Load a policy with :func:`load_policy` (or :func:`default_policy`), then ask it 
 
 from .errors import (
     CommandNotAllowed, EnvNotAllowed, LimitExceeded, PathNotAllowed, PolicyError, PolicyFileError,
-    PolicyViolation, TaskSchedulerError, TaskTypeNotAllowed,
+    PolicyViolation, TaskSchedulerError, TaskTypeNotAllowed, UrlNotAllowed,
 )
 from .isolation import IsolationLevel
 from .loader import default_policy, load_policy, parse_policy
 from .model import (
-    DANGEROUS_ENV, TASK_PARAMETERS, CommandRules, EnvironmentRules, Limits, Policy, RateLimits,
-    TaskType, is_dangerous_env,
+    DANGEROUS_ENV, TASK_PARAMETERS, CommandRules, EnvironmentRules, Limits, NotificationRules,
+    Policy, RateLimits, TaskType, is_dangerous_env,
 )
 
 __all__ = [
     "DANGEROUS_ENV", "CommandNotAllowed", "CommandRules", "EnvNotAllowed", "EnvironmentRules", "IsolationLevel",
     "LimitExceeded", "Limits", "PathNotAllowed", "Policy", "PolicyError", "PolicyFileError",
     "PolicyViolation", "RateLimits", "TASK_PARAMETERS", "TaskSchedulerError", "TaskType",
-    "TaskTypeNotAllowed", "default_policy",
+    "TaskTypeNotAllowed", "NotificationRules", "UrlNotAllowed", "default_policy",
     "is_dangerous_env", "load_policy", "parse_policy",
 ]

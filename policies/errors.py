@@ -70,6 +70,12 @@ class EnvNotAllowed(PolicyViolation):
     code = "env_not_allowed"
 
 
+class UrlNotAllowed(PolicyViolation):
+    """A notification URL is not under the policy's ``notifications.allowed_urls``."""
+
+    code = "url_not_allowed"
+
+
 class IsolationUnavailable(PolicyViolation):
     """The policy requires an isolation level this machine cannot provide."""
 

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import urllib.parse
 from collections.abc import Mapping
 
 import yaml
@@ -20,15 +21,15 @@ import yaml
 from .errors import PolicyFileError
 from .isolation import IsolationLevel
 from .model import (
-    DEFAULT_PASS, CommandRules, EnvironmentRules, Limits, Policy, RateLimits, TaskType,
-    env_name_problem, env_value_problem, show,
+    DEFAULT_PASS, CommandRules, EnvironmentRules, Limits, NotificationRules, Policy, RateLimits,
+    TaskType, env_name_problem, env_value_problem, show, url_problem,
 )
 
 #: A policy file is a page of YAML; anything this big is a mistake (or an attack on the parser).
 MAX_POLICY_BYTES = 1024 * 1024
 SUPPORTED_VERSION = 1
 _TOP_KEYS = ("version", "allowed_directories", "task_types", "commands", "limits",
-             "rate_limits", "network", "environment", "isolation")
+             "rate_limits", "network", "environment", "isolation", "notifications")
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -95,10 +96,11 @@ def _bool(value: object, field: str) -> bool:
     return value
 
 
-def _positive_int(value: object, field: str, ceiling: int) -> int:
+def _positive_int(value: object, field: str, ceiling: int, floor: int = 1) -> int:
     # bool is a subclass of int in Python; `timeout_seconds: true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(field, f"must be a positive integer, got {show(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < floor:
+        kind = "a positive integer" if floor == 1 else f"an integer of at least {floor}"
+        raise _fail(field, f"must be {kind}, got {show(value)}")
     if value > ceiling:
         raise _fail(field, f"must be at most {ceiling}, got {value}")
     return value
@@ -106,10 +108,10 @@ def _positive_int(value: object, field: str, ceiling: int) -> int:
 
 def _numbers(cls, value: object, field: str):
     """Build ``Limits`` / ``RateLimits``; each field's ceiling is its ``metadata["max"]``."""
-    fields = {f.name: f.metadata["max"] for f in dataclasses.fields(cls)}
+    fields = {f.name: (f.metadata["min"], f.metadata["max"]) for f in dataclasses.fields(cls)}
     data = _mapping(value, field, tuple(fields))
-    return cls(**{name: _positive_int(data[name], f"{field}.{name}", ceiling)
-                  for name, ceiling in fields.items() if name in data})
+    return cls(**{name: _positive_int(data[name], f"{field}.{name}", ceiling, floor)
+                  for name, (floor, ceiling) in fields.items() if name in data})
 
 
 def _directories(value: object, base_dir: str) -> tuple[pathlib.Path, ...]:
@@ -194,6 +196,24 @@ def _environment(value: object) -> EnvironmentRules:
     return EnvironmentRules(passthrough=passthrough, set=tuple(pairs))
 
 
+def _notifications(value: object) -> NotificationRules:
+    data = _mapping(value, "notifications", ("allowed_urls", "secret_env"))
+    urls = []
+    for i, item in enumerate(_list(data.get("allowed_urls", []), "notifications.allowed_urls")):
+        field = f"notifications.allowed_urls[{i}]"
+        problem = url_problem(item)
+        if problem is None and (urllib.parse.urlsplit(item).query
+                                or urllib.parse.urlsplit(item).fragment):
+            problem = "must not have a query or a fragment (it is a prefix of paths)"
+        if problem is not None:
+            raise _fail(field, f"{problem}, got {show(item)}")
+        urls.append(item)
+    secret_env = data.get("secret_env")
+    if secret_env is not None:
+        secret_env = _env_name(secret_env, "notifications.secret_env")
+    return NotificationRules(allowed_urls=tuple(urls), secret_env=secret_env)
+
+
 def _isolation(value: object) -> IsolationLevel:
     section = _mapping(value, "isolation", ("minimum",))
     minimum = section.get("minimum", IsolationLevel.PROCESS.value)
@@ -234,6 +254,7 @@ def parse_policy(data: object, *, base_dir: str | os.PathLike | None = None,
         network=_bool(top.get("network", True), "network"),
         environment=_environment(top.get("environment", {})),
         isolation_minimum=_isolation(top.get("isolation", {})),
+        notifications=_notifications(top.get("notifications", {})),
         source=pathlib.Path(os.path.abspath(source)) if source is not None else None,
     )
 

@@ -16,11 +16,13 @@ import os
 import pathlib
 import re
 import shlex
+import urllib.parse
 from collections.abc import Mapping
 
 from .isolation import IsolationLevel
 from .errors import (
     CommandNotAllowed, EnvNotAllowed, LimitExceeded, PathNotAllowed, TaskTypeNotAllowed,
+    UrlNotAllowed,
 )
 
 #: Variables that change how programs load code or how the shell parses input; neither the
@@ -102,9 +104,10 @@ _PARAMETER = {TaskType.COMMAND: "command", TaskType.TEST: "file_path",
 TASK_PARAMETERS: tuple[str, ...] = tuple(dict.fromkeys(_PARAMETER.values()))
 
 
-def _bounded(default: int, ceiling: int):
-    """An integer setting, >= 1 and <= ``ceiling`` (the loader reads ``metadata["max"]``)."""
-    return dataclasses.field(default=default, metadata={"max": ceiling})
+def _bounded(default: int, ceiling: int, floor: int = 1):
+    """An integer setting, >= ``floor`` and <= ``ceiling`` (the loader reads
+    ``metadata["min"]`` and ``metadata["max"]``)."""
+    return dataclasses.field(default=default, metadata={"min": floor, "max": ceiling})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Limits:
     max_output_kb: int = _bounded(1024, 1024 * 1024)
     file_size_mb: int = _bounded(1024, 1024 * 1024)
     tmp_mb: int = _bounded(256, 1024 * 1024)
+    max_retries: int = _bounded(3, 100, floor=0)  # the most ``retries`` a task may ask for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +132,74 @@ class RateLimits:
     runs_per_minute: int = _bounded(120, 100_000)
     min_interval_seconds: int = _bounded(1, WEEK)
     max_tasks: int = _bounded(1000, 1_000_000)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def url_problem(url: object) -> str | None:
+    """Why ``url`` is not an http(s) URL the server would send to, or None: it needs a
+    host, and may carry no user name or password (a secret in a URL ends up in logs)."""
+    if not isinstance(url, str) or not url.strip():
+        return "must be a non-empty string"
+    if len(url) > 2048 or any(c.isspace() or ord(c) < 32 for c in url):
+        return "must be at most 2048 characters without spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class NotificationRules:
+    """Where the server may send run notifications, and the secret that signs them.
+
+    ``allowed_urls`` are URL prefixes compared by parts, never as strings: the scheme, host
+    and port must be equal and the path must be the prefix's path or lie below it, so
+    ``http://hooks.local/ci`` allows ``http://hooks.local/ci/build`` but neither
+    ``http://hooks.local/cid`` nor ``http://hooks.local.evil.net/ci``. Empty: nothing may
+    be sent anywhere. ``secret_env`` names the server's environment variable whose value
+    keys the HMAC-SHA256 signature of every body.
+    """
+
+    allowed_urls: tuple[str, ...] = ()
+    secret_env: str | None = None
+
+    def allows(self, url: str) -> bool:
+        """True if ``url`` is a usable URL under one of ``allowed_urls``."""
+        if url_problem(url) is not None:
+            return False
+        target = urllib.parse.urlsplit(url)
+        return any(_under(target, urllib.parse.urlsplit(prefix)) for prefix in self.allowed_urls)
+
+    def check(self, url: object, *, field: str = "notify") -> str:
+        """``url`` if the policy lets the server send to it, else :class:`UrlNotAllowed`."""
+        problem = url_problem(url)
+        if problem is not None:
+            raise UrlNotAllowed(f"notify.url {problem}, got {show(url)}", field=field)
+        if not self.allows(url):  # type: ignore[arg-type]
+            allowed = ", ".join(self.allowed_urls) or "none: the policy allows no URL"
+            raise UrlNotAllowed(f"notify.url {show(url)} is not under the policy's "
+                                f"notifications.allowed_urls ({allowed})", field=field)
+        return url  # type: ignore[return-value]
+
+
+def _under(url: urllib.parse.SplitResult, prefix: urllib.parse.SplitResult) -> bool:
+    if (url.scheme, url.hostname) != (prefix.scheme, prefix.hostname):
+        return False
+    if (url.port or _default_port(url.scheme)) != (prefix.port or _default_port(prefix.scheme)):
+        return False
+    base = prefix.path.rstrip("/")
+    return url.path == base or url.path.startswith(base + "/") or (not base and not url.path)
 
 
 # Outside quotes these let one sh command line start further programs: ; & | newline,
@@ -280,6 +352,7 @@ class Policy:
     network: bool
     environment: EnvironmentRules
     isolation_minimum: IsolationLevel = IsolationLevel.PROCESS
+    notifications: NotificationRules = NotificationRules()
     source: pathlib.Path | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:

@@ -115,3 +115,21 @@ class StoreUnavailable(StoreError):
         self.fault = fault
         self.retry_after = retry_after
         self.detail = detail
+
+
+class ChainTargetNotFound(InvalidRequest):
+    """``on_success`` or ``on_failure`` names a task that does not exist."""
+
+    code = "task_not_found"
+
+
+class ChainCycle(InvalidRequest):
+    """``on_success``/``on_failure`` would make a chain of tasks that loops."""
+
+    code = "chain_cycle"
+
+
+class TaskInChain(SchedulerError):
+    """A task cannot be removed while other tasks chain to it."""
+
+    code = "task_in_chain"

@@ -33,13 +33,18 @@ from sandbox.types import Outcome, RunRequest, RunResult
 
 from .errors import RateLimited
 from .executor import Executor
-from .models import Overlap, RunStatus, Task, TaskSpec, Trigger
+from .models import Lineage, Overlap, RunStatus, Task, TaskSpec, Trigger
 from .ratelimit import SlidingWindow
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 PRUNE_OUTPUT_EVERY = 100
+# Triggers whose runs are keyed by their slot (one run per slot, ever).
+SLOTTED = (Trigger.SCHEDULE, Trigger.CATCH_UP)
+# Triggers that the task's overlap policy and the runs_per_minute limit govern as they
+# arrive (a manual run is always started, within the limit).
+GOVERNED = (Trigger.SCHEDULE, Trigger.RETRY, Trigger.CHAIN)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class FinishedRun:
     scheduled_for: float
     started_at: float | None = None
     finished_at: float | None = None
+    lineage: Lineage = Lineage()
 
     @property
     def duration(self) -> float | None:
@@ -78,6 +84,7 @@ class _InFlight:
     scheduled_for: float
     trigger: Trigger
     start_at: float  # scheduled_for plus the slot's jitter: what lateness is measured from
+    lineage: Lineage = Lineage()
 
 
 def run_request(spec: TaskSpec, policy: Policy, *, run_id: int, task_id: str,
@@ -126,19 +133,23 @@ class Launcher:
 
     # -- launching ----------------------------------------------------------------------
 
-    def fire(self, task: Task, slot: float, jitter: float = 0.0) -> int | None:
+    def fire(self, task: Task, slot: float, jitter: float = 0.0, *,
+             trigger: Trigger = Trigger.SCHEDULE, lineage: Lineage = Lineage()) -> int | None:
         """Run the task's due ``slot`` (started ``jitter`` seconds after it), park it behind
         the active run, or record it skipped (overlap, rate limit). Returns the run id of a
         run launched or parked, None for a slot skipped or recorded before. Safe to call
-        again after it raised."""
+        again after it raised. ``trigger`` is one of :data:`GOVERNED`: a retry or a chained
+        run is due at ``slot`` and goes through the same checks as a scheduled one."""
         with self._lock:
-            reason = self._skip_reason(task)
+            reason = self._skip_reason(task, trigger)
             if reason is None:
-                return self.launch(task, Trigger.SCHEDULE, slot, jitter=jitter)
-            run_id = self._store.insert_run(task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED,
-                                            slot, slot=True, reason=reason, jitter_ms=_ms(jitter))
+                return self.launch(task, trigger, slot, jitter=jitter, lineage=lineage)
+            run_id = self._store.insert_run(task.task_id, trigger, RunStatus.SKIPPED, slot,
+                                            slot=trigger in SLOTTED, reason=reason,
+                                            jitter_ms=_ms(jitter), lineage=lineage)
         if run_id is not None:
-            self._tell(FinishedRun(run_id, task.task_id, Trigger.SCHEDULE, RunStatus.SKIPPED, slot))
+            self._tell(FinishedRun(run_id, task.task_id, trigger, RunStatus.SKIPPED, slot,
+                                   lineage=lineage))
         return None
 
     def run_now(self, task: Task) -> int:
@@ -155,22 +166,24 @@ class Launcher:
             return run_id
 
     def launch(self, task: Task, trigger: Trigger, scheduled_for: float, *,
-               jitter: float | None = None) -> int | None:
+               jitter: float | None = None, lineage: Lineage = Lineage()) -> int | None:
         """Record a queued run and hand it to the executor (or park it behind the active
-        run); None if its slot was recorded before (by an earlier fire or server process).
-        ``jitter`` (scheduled runs) is how long after ``scheduled_for`` the run starts."""
+        run); None if its slot was recorded before (by an earlier fire or server process),
+        or, for a retry, if its pending retry is gone. ``jitter`` (scheduled runs) is how
+        long after ``scheduled_for`` the run starts."""
         with self._lock:
             run_id = self._store.insert_run(task.task_id, trigger, RunStatus.QUEUED, scheduled_for,
-                                            slot=trigger is not Trigger.MANUAL,
-                                            jitter_ms=_ms(jitter))
+                                            slot=trigger in SLOTTED, jitter_ms=_ms(jitter),
+                                            lineage=lineage)
             if run_id is None:
                 return None
             start_at = scheduled_for + (jitter or 0.0)
             request = run_request(task.spec, self._policy(), run_id=run_id, task_id=task.task_id,
                                   scheduled_for=start_at)
-            self._inflight[run_id] = _InFlight(task.task_id, scheduled_for, trigger, start_at)
+            self._inflight[run_id] = _InFlight(task.task_id, scheduled_for, trigger, start_at,
+                                               lineage)
             active = self._active.setdefault(task.task_id, set())
-            if active and trigger is Trigger.SCHEDULE and task.spec.overlap is Overlap.QUEUE:
+            if active and trigger in GOVERNED and task.spec.overlap is Overlap.QUEUE:
                 self._waiting[task.task_id] = request
                 return run_id
             active.add(run_id)
@@ -182,7 +195,9 @@ class Launcher:
         with self._lock:
             self._waiting.pop(task_id, None)
 
-    def _skip_reason(self, task: Task) -> str | None:
+    def _skip_reason(self, task: Task, trigger: Trigger = Trigger.SCHEDULE) -> str | None:
+        if trigger is Trigger.CHAIN and task.paused:
+            return "paused: a paused task takes no chained runs"
         active = self._active.get(task.task_id)
         if active and task.spec.overlap is Overlap.SKIP:
             return f"overlap: the previous run ({min(active)}) was still active"
@@ -226,7 +241,8 @@ class Launcher:
         self._prune(info.task_id)
         status = RunStatus.of(result.status)
         self._tell(FinishedRun(result.run_id, info.task_id, info.trigger, status,
-                               info.scheduled_for, result.started_at, result.finished_at))
+                               info.scheduled_for, result.started_at, result.finished_at,
+                               info.lineage))
         if status in (RunStatus.ERROR, RunStatus.REJECTED):
             log.warning("run %d of task %r: %s: %s", result.run_id, info.task_id,
                         status.value, result.reason,

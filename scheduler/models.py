@@ -14,7 +14,7 @@ from .grammar import Schedule
 if TYPE_CHECKING:
     from .store import StoreHealth
 
-__all__ = ["Misfire", "Overlap", "Run", "RunStatus", "Task", "TaskSpec", "TaskType", "Trigger",
+__all__ = ["Lineage", "Misfire", "Notify", "NotifyOn", "Overlap", "Run", "RunStatus", "Task", "TaskSpec", "TaskType", "Trigger",
            "TestCounts", "SchedulerStatus", "task_state"]
 
 
@@ -41,6 +41,17 @@ class RunStatus(str, enum.Enum):
     def is_final(self) -> bool:
         return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
 
+    @property
+    def is_failure(self) -> bool:
+        """A final status that counts as a failure: any but succeeded and skipped."""
+        return self.is_final and self not in (RunStatus.SUCCEEDED, RunStatus.SKIPPED)
+
+    @property
+    def is_retried(self) -> bool:
+        """A final status after which a task with ``retries`` left is tried again."""
+        return self in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ERROR,
+                        RunStatus.INTERRUPTED)
+
     @classmethod
     def of(cls, outcome: Outcome) -> "RunStatus":
         """The run status a sandbox outcome ends a run in."""
@@ -66,6 +77,41 @@ class Trigger(str, enum.Enum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     CATCH_UP = "catch_up"
+    RETRY = "retry"    # a failed run tried again (``retries``)
+    CHAIN = "chain"    # started by the end of another task's run (``on_success``/``on_failure``)
+
+
+class NotifyOn(str, enum.Enum):
+    """Which run endings a task's ``notify`` reports."""
+
+    FAILURE = "failure"  # any final status but succeeded and skipped
+    SUCCESS = "success"
+    CHANGE = "change"    # the outcome differs from the task's previous finished run
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Where to POST a signed notice of a run's end, and for which endings."""
+
+    url: str
+    on: tuple[NotifyOn, ...] = (NotifyOn.FAILURE,)
+
+    def to_dict(self) -> dict:
+        return {"url": self.url, "on": [event.value for event in self.on]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Notify":
+        return cls(url=data["url"], on=tuple(NotifyOn(e) for e in data.get("on", ["failure"])))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run comes from beyond its trigger: its try number, the first try's run id
+    (for a retry) and the run whose end started it (for a chained run)."""
+
+    attempt: int = 1
+    retry_of: int | None = None
+    parent_run_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +133,16 @@ class TaskSpec:
     start_at: float | None = None
     timezone: str | None = None  # IANA name; None: the server's default zone
     jitter: float | None = None  # seconds; None: start each slot on time
+    retries: int = 0
+    retry_delay: float = 10.0
+    notify: Notify | None = None
+    on_success: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+
+    @property
+    def chains_to(self) -> tuple[str, ...]:
+        """Every task a run of this task may start (on success or on failure)."""
+        return tuple(dict.fromkeys(self.on_success + self.on_failure))
 
 
 @dataclass
@@ -156,6 +212,10 @@ class Run:
     stderr: str = ""
     truncated: bool = False
     tests: TestCounts | None = None
+    attempt: int = 1
+    retry_of: int | None = None
+    parent_run_id: int | None = None
+    notification: dict | None = None  # {status: delivered|failed, attempts, http_status}
 
     @property
     def duration_ms(self) -> float | None:

@@ -11,6 +11,12 @@ Lifecycle: ``open()`` loads the store and opens the launcher (and so the executo
 dispatcher; ``close()`` closes them. In between, the ``start``/``stop`` actions switch
 dispatching on and off: those two words mean only that here.
 
+Lifecycle of runs (:mod:`scheduler.lifecycle`): when a run ends, a task with ``retries``
+left stores a pending retry, which a second dispatcher fires (keyed by the first try's run
+id) while the scheduler is running; tasks named in ``on_success``/``on_failure`` get a
+chained run at once; a ``notify`` URL gets a notice through :class:`scheduler.notify.Notifier`.
+A failure starts ``on_failure`` tasks and is notified only once no retry follows it.
+
 Time zones: a task's clock schedule follows its ``timezone`` or, without one, the
 scheduler's default zone (``tz``, else the machine's). A task's ``jitter`` delays the start of
 each slot by a deterministic offset (:mod:`scheduler.jitter`); the slot itself, which
@@ -28,19 +34,21 @@ from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from typing import Any
 
-from policies import TASK_PARAMETERS, Policy
+from policies import TASK_PARAMETERS, LimitExceeded, Policy
 from sandbox.launch import check_request
 
 from .dispatcher import Dispatcher
 from .errors import (
-    InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, StoreUnavailable, TaskExists,
-    TaskNotFound,
+    InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, StoreError, StoreUnavailable,
+    TaskExists, TaskInChain, TaskNotFound,
 )
 from .executor import Executor
 from .grammar import IntervalSchedule, Schedule, parse_interval
 from .jitter import check_jitter, jitter_offset
-from .launcher import Launcher, RunListener, run_request
-from .models import Misfire, Run, SchedulerStatus, Task, TaskSpec, Trigger
+from .launcher import FinishedRun, Launcher, RunListener, run_request
+from .lifecycle import check_chains, notify_event, retry_delay
+from .models import Lineage, Misfire, Run, RunStatus, SchedulerStatus, Task, TaskSpec, Trigger
+from .notify import Notice, Notifier, NotifierConfig, default_render
 from .store import Store, spec_from_json
 from .zones import iso_time, local_zone, resolve_zone, zone_name
 
@@ -80,7 +88,9 @@ class Scheduler:
 
     def __init__(self, store: Store, executor: Executor, policy: Callable[[], Policy], *,
                  dispatcher: Dispatcher | None = None, config: SchedulerConfig = SchedulerConfig(),
-                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None):
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None,
+                 retry_dispatcher: Dispatcher | None = None, notifier: Notifier | None = None,
+                 render_run: Callable[[Run], dict[str, Any]] = default_render):
         self.store = store
         self.executor = executor
         self.policy = policy
@@ -95,12 +105,19 @@ class Scheduler:
         self._launcher = Launcher(store, executor, policy, clock=clock,
                                   history_per_task=config.history_per_task,
                                   history_max_bytes=config.history_max_bytes)
+        # Pending retries by the first try's run id (as text: the dispatcher's key).
+        self._retries = retry_dispatcher or Dispatcher(clock=clock)
+        self._pending: dict[str, tuple[str, int, int]] = {}
+        self._notifier = notifier or Notifier(store, policy, render=render_run,
+                                              config=NotifierConfig())
+        self._launcher.add_listener(self._after_run)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
         """Load the store, settle what the last process left, open the launcher (and with it
         the executor) and the dispatcher."""
+        unfinished = self.store.unfinished_runs()
         interrupted = self.store.interrupt_unfinished("the server stopped while the run was active")
         if interrupted:
             log.warning("marked %d runs from the previous server process as interrupted", interrupted)
@@ -117,6 +134,7 @@ class Scheduler:
                           extra={"task_id": row["task_id"]})
                 continue
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
+        self._retry_interrupted(unfinished, now)
         self._launcher.open()
         if was_running:
             self._catch_up(now)
@@ -126,13 +144,40 @@ class Scheduler:
         self.store.set_running(running)
         self._dispatcher.open(self._fire)
         self._dispatcher.set_active(running)
+        self._open_retries(running)
         log.info("loaded %d tasks; scheduler %s", len(self._tasks), "running" if running else "stopped")
 
     def close(self, grace: float | None = None) -> None:
         """Stop dispatching, let running jobs end within ``grace`` seconds, then stop them."""
         self._dispatcher.close()
+        self._retries.close()
         self._launcher.close(self.config.shutdown_grace if grace is None else grace)
+        self._notifier.close()
         self.store.close()
+
+    def _retry_interrupted(self, unfinished: list[tuple[int, str, int, int | None]],
+                           now: float) -> None:
+        """Store a retry for each run the last server process left unfinished (it was
+        killed, so no result told of the interruption) whose task has retries left."""
+        for run_id, task_id, attempt, retry_of in unfinished:
+            task = self._tasks.get(task_id)
+            if task is None or task.paused or attempt > task.spec.retries:
+                continue
+            self.store.add_retry(task_id, retry_of or run_id, attempt + 1,
+                                 now + retry_delay(task.spec.retry_delay, attempt))
+
+    def _open_retries(self, running: bool) -> None:
+        """Plan the retries stored by the last server process, and start delivering
+        notifications."""
+        due = {}
+        for retry_of, task_id, attempt, at in self.store.pending_retries():
+            if task_id in self._tasks:
+                self._pending[str(retry_of)] = (task_id, retry_of, attempt)
+                due[str(retry_of)] = at
+        self._retries.schedule_many(due)
+        self._retries.open(self._fire_retry)
+        self._retries.set_active(running)
+        self._notifier.open()
 
     def _catch_up(self, now: float) -> None:
         """Handle slots missed while the server was down (``misfire``), then plan ahead."""
@@ -194,6 +239,7 @@ class Scheduler:
             self._running = True
             self._resume_all(self.clock())
             self._dispatcher.set_active(True)
+            self._retries.set_active(True)
             return True
 
     def stop(self) -> bool:
@@ -204,6 +250,7 @@ class Scheduler:
             self.store.set_running(False)
             self._running = False
             self._dispatcher.set_active(False)
+            self._retries.set_active(False)
             return True
 
     @property
@@ -219,6 +266,7 @@ class Scheduler:
         with self._lock:
             if task_id in self._tasks or task_id in self._reserved:
                 raise TaskExists(task_id)
+            self._check_chains(task_id, spec)
             limit = self.policy().rate_limits.max_tasks
             if len(self._tasks) + len(self._reserved) >= limit:
                 raise QuotaExceeded(f"The policy allows at most {limit} tasks (rate_limits.max_tasks); "
@@ -256,6 +304,7 @@ class Scheduler:
             replanned = reanchor or "timezone" in changes
             anchor = _anchor(spec, None, now) if reanchor else task.anchor
             schedule = self._check(spec, now, anchor=anchor if replanned else None)
+            self._check_chains(task_id, spec)
             updated = replace(task, spec=spec, schedule=schedule, updated_at=now)
             if reanchor:
                 updated.anchor = _anchor(spec, schedule, now)
@@ -267,13 +316,22 @@ class Scheduler:
             return updated
 
     def remove(self, task_id: str) -> None:
-        """Delete a task and its history; a run in progress finishes unrecorded."""
+        """Delete a task, its history and its pending retries; a run in progress finishes
+        unrecorded. A task that other tasks chain to is not removed (TaskInChain): remove it
+        from their ``on_success``/``on_failure`` first."""
         with self._lock:
             self._get(task_id)
+            referrers = sorted(t.task_id for t in self._tasks.values()
+                               if task_id in t.spec.chains_to)
+            if referrers:
+                raise TaskInChain(f"task '{task_id}' cannot be removed: "
+                                  f"{', '.join(repr(r) for r in referrers)} chain to it "
+                                  "(on_success/on_failure); update them first", field="task_id")
             self.store.delete_task(task_id)
             del self._tasks[task_id]
             self._launcher.forget(task_id)
             self._dispatcher.schedule(task_id, None)
+            self._forget_retries(task_id)
 
     def set_paused(self, task_id: str, paused: bool) -> Task:
         """Pause or resume a task. A resumed task fires at its next future slot."""
@@ -285,6 +343,11 @@ class Scheduler:
                 task = replace(task, paused=paused, checkpoint=now, updated_at=now)
                 self.store.save_task(task)
                 self._tasks[task_id] = task
+                if paused and self.store.cancel_retries(task_id):
+                    log.info("task %r paused: its pending retries are cancelled", task_id,
+                             extra={"task_id": task_id})
+            if paused:
+                self._forget_retries(task_id)
             task.next_run = task.following(now)
             self._plan(task)
             return task
@@ -326,6 +389,86 @@ class Scheduler:
             # machine, a clock jump) resumes at the next future slot instead of a burst.
             task.next_run = task.following(max(slot, self.clock()))
             return task.next_run
+
+    # -- after a run: retries, chains, notifications -----------------------------------
+
+    def _after_run(self, finished: FinishedRun) -> None:
+        """Launcher listener: a run ended (or a slot was skipped). Store and plan its retry,
+        start the tasks it chains to, queue its notification."""
+        with self._lock:
+            task = self._tasks.get(finished.task_id)
+            if task is None:
+                return
+            spec, status = task.spec, finished.status
+            retrying = False
+            if status.is_retried and finished.lineage.attempt <= spec.retries and not task.paused:
+                retrying = self._plan_retry(task, finished)
+            if status.is_final and not retrying and status is not RunStatus.SKIPPED:
+                targets = spec.on_success if status is RunStatus.SUCCEEDED else spec.on_failure
+                for target in targets:
+                    self._chain(target, finished)
+            if spec.notify is not None and not retrying:
+                previous = self.store.previous_outcome(task.task_id, finished.run_id)
+                event = notify_event(spec.notify.on, status, previous)
+                if event is not None:
+                    self._notifier.submit(Notice(finished.run_id, task.task_id, event,
+                                                 spec.notify.url))
+
+    def _plan_retry(self, task: Task, finished: FinishedRun) -> bool:
+        retry = finished.lineage.attempt  # the k-th retry follows the k-th try
+        retry_of = finished.lineage.retry_of or finished.run_id
+        due = (finished.finished_at or self.clock()) + retry_delay(task.spec.retry_delay, retry)
+        try:
+            self.store.add_retry(task.task_id, retry_of, retry + 1, due)
+        except StoreError as exc:
+            log.error("run %d of task %r is not retried: the store could not record the "
+                      "retry (%s)", finished.run_id, task.task_id, exc.message,
+                      extra={"run_id": finished.run_id, "task_id": task.task_id})
+            return False
+        key = str(retry_of)
+        self._pending[key] = (task.task_id, retry_of, retry + 1)
+        self._retries.schedule(key, due)
+        return True
+
+    def _fire_retry(self, key: str, due: float) -> None:
+        """Retry dispatcher callback: run the pending retry ``key`` (within the task's
+        overlap policy and the rate limit). A store failure raises, and the dispatcher
+        tries the same retry again later."""
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                return None
+            task_id, retry_of, attempt = pending
+            task = self._tasks.get(task_id)
+            if task is not None and not task.paused:
+                self._launcher.fire(task, due, trigger=Trigger.RETRY,
+                                    lineage=Lineage(attempt=attempt, retry_of=retry_of))
+            if self._pending.get(key) == pending:
+                del self._pending[key]
+            return None
+
+    def _forget_retries(self, task_id: str) -> None:
+        """Drop the task's pending retries from the plan (the store's are gone already)."""
+        for key, (owner, _, _) in list(self._pending.items()):
+            if owner == task_id:
+                del self._pending[key]
+                self._retries.schedule(key, None)
+
+    def _chain(self, target_id: str, parent: FinishedRun) -> None:
+        target = self._tasks.get(target_id)
+        if target is None:
+            return
+        try:
+            self._launcher.fire(target, self.clock(), trigger=Trigger.CHAIN,
+                                lineage=Lineage(parent_run_id=parent.run_id))
+        except StoreError as exc:
+            log.error("task %r was not started after run %d: %s", target_id, parent.run_id,
+                      exc.message, extra={"task_id": target_id, "run_id": parent.run_id})
+
+    def _check_chains(self, task_id: str, spec: TaskSpec) -> None:
+        if spec.on_success or spec.on_failure:
+            check_chains(task_id, spec, {tid: t.spec.chains_to for tid, t in self._tasks.items()
+                                         if tid != task_id})
 
     def _plan(self, task: Task) -> None:
         """Hand the task's next slot (and its jitter bound) to the dispatcher."""
@@ -455,6 +598,13 @@ class Scheduler:
                                      f"it takes {kind.parameter}", field=name, code="unused_field")
         if spec.until is not None and spec.until <= now:
             raise InvalidRequest("'until' is in the past; give a future time", field="until")
+        policy = self.policy()
+        if spec.retries > policy.limits.max_retries:
+            raise LimitExceeded(f"retries {spec.retries} is above the policy's ceiling of "
+                                f"{policy.limits.max_retries} (limits.max_retries)",
+                                field="retries")
+        if spec.notify is not None:
+            policy.notifications.check(spec.notify.url, field="notify")
         check_request(run_request(spec, self.policy(), run_id=0, task_id="check"))
         return schedule
 

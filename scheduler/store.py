@@ -43,12 +43,14 @@ from typing import Any, TypeVar
 from policies import TaskType
 
 from .errors import StoreError, StoreFault, StoreUnavailable
-from .models import Misfire, Overlap, Run, RunStatus, TaskSpec, TestCounts, Trigger
+from .models import (
+    Lineage, Misfire, Notify, Overlap, Run, RunStatus, TaskSpec, TestCounts, Trigger,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FINAL = tuple(s.value for s in RunStatus if s.is_final)
 BUSY_TIMEOUT_MS = 2000
 MAX_DEFERRED = 10_000
@@ -68,6 +70,14 @@ _FAULTS: dict[int, tuple[StoreFault, str]] = {
     sqlite3.SQLITE_CANTOPEN: (StoreFault.IO_ERROR, "a file of the database cannot be opened"),
 }
 
+# Retries waiting for their time, one per failed first try (``retry_of``): stored so that a
+# restart does not lose them.
+_PENDING_RETRIES = """
+CREATE TABLE IF NOT EXISTS pending_retries (
+    retry_of INTEGER PRIMARY KEY, task_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    due REAL NOT NULL);
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -81,23 +91,31 @@ CREATE TABLE IF NOT EXISTS runs (
     slot_ms INTEGER, started_at REAL, finished_at REAL, lateness_ms REAL,
     stdout TEXT NOT NULL DEFAULT '', stderr TEXT NOT NULL DEFAULT '',
     truncated INTEGER NOT NULL DEFAULT 0, tests TEXT, out_bytes INTEGER NOT NULL DEFAULT 0,
-    jitter_ms REAL);
+    jitter_ms REAL, attempt INTEGER NOT NULL DEFAULT 1, retry_of INTEGER,
+    parent_run_id INTEGER, notification TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_slot ON runs (task_id, slot_ms);
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id, run_id);
 CREATE INDEX IF NOT EXISTS runs_active ON runs (status) WHERE status IN ('queued', 'running');
-"""
+""" + _PENDING_RETRIES
+
 
 # Upgrades of an older database, by the version they start from: additive columns only.
 _MIGRATIONS = {
     1: ("ALTER TABLE tasks ADD COLUMN timezone TEXT",
         "ALTER TABLE tasks ADD COLUMN jitter REAL",
         "ALTER TABLE runs ADD COLUMN jitter_ms REAL"),
+    2: ("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE runs ADD COLUMN retry_of INTEGER",
+        "ALTER TABLE runs ADD COLUMN parent_run_id INTEGER",
+        "ALTER TABLE runs ADD COLUMN notification TEXT",
+        _PENDING_RETRIES),
 }
 # Spec fields kept in columns of their own rather than in the spec's JSON.
 _SPEC_COLUMNS = ("timezone", "jitter")
 
 _RUN_COLUMNS = ("run_id, task_id, trigger, status, reason, exit_code, scheduled_for, started_at, "
-                "finished_at, lateness_ms, stdout, stderr, truncated, tests, jitter_ms")
+                "finished_at, lateness_ms, stdout, stderr, truncated, tests, jitter_ms, attempt, retry_of, "
+                "parent_run_id, notification")
 
 
 def translate(exc: sqlite3.Error) -> StoreError:
@@ -138,6 +156,7 @@ def spec_to_json(spec: TaskSpec) -> str:
     data["task_type"] = spec.task_type.value
     data["overlap"] = spec.overlap.value
     data["misfire"] = spec.misfire.value
+    data["notify"] = spec.notify.to_dict() if spec.notify else None
     return json.dumps(data, sort_keys=True)
 
 
@@ -148,6 +167,10 @@ def spec_from_json(text: str, **columns: Any) -> TaskSpec:
     data["task_type"] = TaskType(data["task_type"])
     data["overlap"] = Overlap(data["overlap"])
     data["misfire"] = Misfire(data["misfire"])
+    if data.get("notify") is not None:
+        data["notify"] = Notify.from_dict(data["notify"])
+    for name in ("on_success", "on_failure"):
+        data[name] = tuple(data.get(name) or ())
     return TaskSpec(**data)
 
 
@@ -170,6 +193,7 @@ class Store:
         self._finished: dict[int, tuple[Any, float | None, float, float | None]] = {}
         self._progress: dict[str, tuple[int, float]] = {}
         self._missed: dict[tuple[str, int], tuple] = {}
+        self._notified: dict[int, str] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
@@ -296,7 +320,7 @@ class Store:
 
     def _deferred_count(self) -> int:
         return (len(self._started) + len(self._finished) + len(self._progress)
-                + len(self._missed))
+                + len(self._missed) + len(self._notified))
 
     def _defer(self, kept: dict, key: Any, value: Any) -> None:
         if key not in kept and len(kept) >= MAX_DEFERRED:
@@ -325,6 +349,9 @@ class Store:
             for key, params in list(self._missed.items()):
                 self._db.execute(_INSERT_RUN, params)
                 del self._missed[key]
+            for run_id, text in list(self._notified.items()):
+                self._db.execute(_SET_NOTIFICATION, (text, run_id))
+                del self._notified[run_id]
         except sqlite3.Error as exc:
             self._failed(exc)
         if count:
@@ -400,6 +427,7 @@ class Store:
             db.execute("BEGIN")
             db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
             db.execute("DELETE FROM runs WHERE task_id = ?", (task_id,))
+            db.execute("DELETE FROM pending_retries WHERE task_id = ?", (task_id,))
             db.execute("COMMIT")
             self._progress.pop(task_id, None)
 
@@ -408,14 +436,67 @@ class Store:
     # -- runs ---------------------------------------------------------------------------
 
     def insert_run(self, task_id: str, trigger: Trigger, status: RunStatus, scheduled_for: float,
-                   *, slot: bool, reason: str | None = None,
-                   jitter_ms: float | None = None) -> int | None:
-        """Record a new run; None if ``slot`` is set and that slot was recorded before."""
+                   *, slot: bool, reason: str | None = None, jitter_ms: float | None = None,
+                   lineage: Lineage = Lineage()) -> int | None:
+        """Record a new run; None if ``slot`` is set and that slot was recorded before.
+
+        A retry (``trigger`` retry) takes its pending retry (``lineage.retry_of``) in the same
+        transaction: None if that is gone (cancelled, or run by an earlier call), so one
+        pending retry starts at most one run."""
         finished = self.clock() if status.is_final else None
         params = (task_id, trigger.value, status.value, reason, scheduled_for,
-                  slot_key(scheduled_for) if slot else None, finished, jitter_ms)
-        cur = self._use(lambda db: db.execute(_INSERT_RUN, params), write=True)
-        return cur.lastrowid if cur.rowcount else None
+                  slot_key(scheduled_for) if slot else None, finished, jitter_ms,
+                  lineage.attempt, lineage.retry_of, lineage.parent_run_id)
+
+        def work(db: sqlite3.Connection) -> int | None:
+            if trigger is not Trigger.RETRY:
+                cur = db.execute(_INSERT_RUN_LINEAGE, params)
+                return cur.lastrowid if cur.rowcount else None
+            db.execute("BEGIN")
+            taken = db.execute("DELETE FROM pending_retries WHERE retry_of = ? AND attempt = ?",
+                               (lineage.retry_of, lineage.attempt)).rowcount
+            run_id = db.execute(_INSERT_RUN_LINEAGE, params).lastrowid if taken else None
+            db.execute("COMMIT")
+            return run_id
+
+        return self._use(work, write=True)
+
+    # -- pending retries ----------------------------------------------------------------
+
+    def add_retry(self, task_id: str, retry_of: int, attempt: int, due: float) -> None:
+        """Store the retry ``attempt`` of the first try ``retry_of``, due at ``due``."""
+        self._use(lambda db: db.execute(
+            "INSERT OR REPLACE INTO pending_retries (retry_of, task_id, attempt, due) "
+            "VALUES (?, ?, ?, ?)", (retry_of, task_id, attempt, due)), write=True)
+
+    def pending_retries(self) -> list[tuple[int, str, int, float]]:
+        """Every stored retry as ``(retry_of, task_id, attempt, due)``, earliest first."""
+        return self._query("SELECT retry_of, task_id, attempt, due FROM pending_retries "
+                           "ORDER BY due, retry_of")
+
+    def cancel_retries(self, task_id: str) -> int:
+        """Drop the task's pending retries; how many there were."""
+        return self._delete("DELETE FROM pending_retries WHERE task_id = ?", (task_id,))
+
+    def set_notification(self, run_id: int, outcome: dict) -> bool:
+        """Record how a run's notification went; deferred on a fault (False then)."""
+        text = json.dumps(outcome, sort_keys=True)
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_SET_NOTIFICATION, (text, run_id))
+            self._notified.pop(run_id, None)
+
+        return self._record(work, lambda: self._defer(self._notified, run_id, text))
+
+    def previous_outcome(self, task_id: str, run_id: int) -> RunStatus | None:
+        """The status of the task's latest finished run before ``run_id`` (skipped runs
+        aside), or None if there is none."""
+        final = [s.value for s in RunStatus if s.is_final and s is not RunStatus.SKIPPED]
+        rows = self._query(
+            f"SELECT status FROM runs WHERE task_id = ? AND run_id < ? AND status IN "
+            f"({','.join('?' * len(final))}) ORDER BY run_id DESC LIMIT 1",
+            (task_id, run_id, *final))
+        return RunStatus(rows[0][0]) if rows else None
 
     def record_missed(self, task_id: str, scheduled_for: float, reason: str) -> bool:
         """Record a scheduled slot that did not run because the store failed, as an
@@ -456,6 +537,12 @@ class Store:
                          _first(result.started_at, started_at)))
 
         return self._record(work, defer)
+
+    def unfinished_runs(self) -> list[tuple[int, str, int, int | None]]:
+        """Runs still queued or running, as ``(run_id, task_id, attempt, retry_of)``: at
+        start-up, the runs the last server process left (see ``interrupt_unfinished``)."""
+        return self._query("SELECT run_id, task_id, attempt, retry_of FROM runs "
+                           "WHERE status IN ('queued', 'running') ORDER BY run_id")
 
     def interrupt_unfinished(self, reason: str) -> int:
         now = self.clock()
@@ -525,6 +612,10 @@ class Store:
 
 _INSERT_RUN = ("INSERT OR IGNORE INTO runs (task_id, trigger, status, reason, scheduled_for, "
                "slot_ms, finished_at, jitter_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_RUN_LINEAGE = ("INSERT OR IGNORE INTO runs (task_id, trigger, status, reason, "
+                       "scheduled_for, slot_ms, finished_at, jitter_ms, attempt, retry_of, "
+                       "parent_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SET_NOTIFICATION = "UPDATE runs SET notification = ? WHERE run_id = ?"
 _MARK_RUNNING = ("UPDATE runs SET status = 'running', started_at = ?, lateness_ms = ? "
                  "WHERE run_id = ? AND status = 'queued'")
 _FINISH_RUN = ("UPDATE runs SET status = ?, reason = ?, exit_code = ?, "
@@ -565,4 +656,6 @@ def _run(row: tuple) -> Run:
     return Run(run_id=row[0], task_id=row[1], trigger=Trigger(row[2]), status=RunStatus(row[3]),
                reason=row[4], exit_code=row[5], scheduled_for=row[6], started_at=row[7],
                finished_at=row[8], lateness_ms=row[9], stdout=row[10], stderr=row[11],
-               truncated=bool(row[12]), tests=tests, jitter_ms=row[14])
+               truncated=bool(row[12]), tests=tests, jitter_ms=row[14], attempt=row[15] or 1,
+               retry_of=row[16], parent_run_id=row[17],
+               notification=json.loads(row[18]) if row[18] else None)
