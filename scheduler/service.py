@@ -353,6 +353,10 @@ class Scheduler:
             return task.next_run
         return task.following(max(self.clock(), task.checkpoint))
 
+    def zone_of(self, task: Task) -> tzinfo:
+        """The zone the task's clock schedule follows (its own, else the default)."""
+        return self._zone(task.spec.timezone)
+
     def timezone_of(self, task: Task) -> str:
         """The IANA name of the zone the task's clock schedule follows."""
         return task.spec.timezone or zone_name(self.tz)
