@@ -1,0 +1,106 @@
+"""Unit tests of planning after a start with a backlog: the tasks the scheduler does not plan
+before ``open()``/``start()`` returns are planned by a thread, each exactly as if it had
+been planned at the start (its missed slot caught up once, its next slot from the start),
+an action on a task still waiting settles it first, and a stored cron expression that
+cannot be evaluated any more drops only that task."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from scheduler.models import Misfire, Trigger
+from scheduler.service import SchedulerConfig
+from tests.unit.test_service import P, T0, Clock, Harness
+
+ALL_LATER = SchedulerConfig(plan_inline=0)  # every task goes to the backlog
+TASKS = 40
+
+
+def _stored(tmp_path, **fields) -> Harness:
+    """A running server with TASKS tasks (created at T0) that then died."""
+    h = Harness(tmp_path, clock=Clock(T0)).open()
+    for i in range(TASKS):
+        h.create(f"t{i:02d}", **fields)
+    h.crash()
+    return h
+
+
+def _reopen(tmp_path, now: float, config: SchedulerConfig = ALL_LATER) -> Harness:
+    return Harness(tmp_path, clock=Clock(now), config=config).open(start=False)
+
+
+def test_the_backlog_plans_every_task_from_the_start(tmp_path):
+    _stored(tmp_path)
+    h = _reopen(tmp_path, T0 + 10 * P + 5)
+    try:
+        assert h.sched.wait_planned(timeout=10)
+        for task in h.sched.tasks():
+            assert task.next_run == T0 + 11 * P
+            assert h.dispatcher.due(task.task_id) == T0 + 11 * P
+        assert {row["checkpoint"] for row in h.store.load_tasks()} == {T0 + 10 * P + 5}
+    finally:
+        h.close()
+
+
+def test_missed_slots_are_caught_up_once_by_the_backlog_and_not_again_after_a_crash(tmp_path):
+    _stored(tmp_path, misfire=Misfire.RUN_ONCE)
+    now = T0 + 10 * P + 5
+    h = _reopen(tmp_path, now)
+    assert h.sched.wait_planned(timeout=10)
+    catch_ups = [r for r in h.runs(None) if r.trigger is Trigger.CATCH_UP]
+    assert sorted(r.task_id for r in catch_ups) == [f"t{i:02d}" for i in range(TASKS)]
+    assert {r.scheduled_for for r in catch_ups} == {T0 + P}
+    h.crash()
+    again = _reopen(tmp_path, now + 1)
+    try:
+        assert again.sched.wait_planned(timeout=10)
+        assert len(again.runs(None)) == TASKS
+    finally:
+        again.close()
+
+
+def test_an_action_on_a_waiting_task_settles_it_first(tmp_path):
+    _stored(tmp_path, misfire=Misfire.RUN_ONCE)
+    h = Harness(tmp_path, clock=Clock(T0 + 10 * P + 5), config=ALL_LATER)
+    try:
+        # Holding the scheduler's lock keeps the backlog's thread from starting its work.
+        with h.sched._lock:
+            h.sched.open()
+            assert h.sched.task("t07").next_run is None
+            task = h.sched.update("t07", {"command": "echo changed"})
+            assert [(r.trigger, r.scheduled_for) for r in h.runs("t07")] == [
+                (Trigger.CATCH_UP, T0 + P)]
+            assert task.next_run == T0 + 11 * P
+            assert h.sched.display_next_run(h.sched.task("t08")) == T0 + 11 * P
+            h.sched.remove("t09")
+        assert h.sched.wait_planned(timeout=10)
+        assert len(h.runs(None)) == TASKS - 1
+        assert "t09" not in {t.task_id for t in h.sched.tasks()}
+    finally:
+        h.close()
+
+
+def test_a_stored_cron_expression_that_cannot_be_evaluated_drops_only_its_task(tmp_path):
+    h = Harness(tmp_path, clock=Clock(T0)).open()
+    good = h.create("good", interval="*/5 * * * *")
+    h.create("bad", interval="*/5 * * * *")
+    broken = dataclasses.replace(h.sched.task("bad"))
+    broken.spec = dataclasses.replace(broken.spec, interval="0 0 31 2 *")  # no such day
+    h.store.save_task(broken)
+    h.crash()
+    again = _reopen(tmp_path, T0 + 60, config=SchedulerConfig())
+    try:
+        assert again.sched.wait_planned(timeout=10)
+        assert [t.task_id for t in again.sched.tasks()] == ["good"]
+        assert again.sched.task("good").next_run == good.next_run
+    finally:
+        again.close()
+
+
+def test_a_small_server_is_planned_before_open_returns(tmp_path):
+    _stored(tmp_path)
+    h = _reopen(tmp_path, T0 + 10 * P + 5, config=SchedulerConfig())
+    try:
+        assert all(t.next_run == T0 + 11 * P for t in h.sched.tasks())
+    finally:
+        h.close()
