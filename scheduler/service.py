@@ -153,8 +153,12 @@ class Scheduler:
         the backlog's thread."""
         with self._lock:
             self._planned_from = now
-            jobs = {task_id: task.checkpoint if catch_up else None
-                    for task_id, task in self._tasks.items()}
+            # Until its turn, a task has no slot: none planned before (a stop) may fire.
+            self._dispatcher.schedule_many({})
+            jobs: dict[str, float | None] = {}
+            for task_id, task in self._tasks.items():
+                task.next_run = None
+                jobs[task_id] = task.checkpoint if catch_up else None
             self._backlog.plan(jobs, inline=self.config.plan_inline)
 
     def _settle(self, task_id: str, since: float | None) -> None:

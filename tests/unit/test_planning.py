@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from scheduler.models import Misfire, Trigger
+from scheduler.errors import StoreFault, StoreUnavailable
+from scheduler.models import Misfire, RunStatus, Trigger
 from scheduler.service import SchedulerConfig
 from tests.unit.test_service import P, T0, Clock, Harness
 
@@ -102,5 +103,43 @@ def test_a_small_server_is_planned_before_open_returns(tmp_path):
     h = _reopen(tmp_path, T0 + 10 * P + 5, config=SchedulerConfig())
     try:
         assert all(t.next_run == T0 + 11 * P for t in h.sched.tasks())
+    finally:
+        h.close()
+
+
+def test_after_stop_and_start_no_slot_of_before_fires_while_its_task_waits(tmp_path):
+    h = Harness(tmp_path, clock=Clock(T0), config=ALL_LATER).open(start=False)
+    try:
+        with h.sched._lock:  # the backlog's thread waits until the checks are done
+            h.sched.start()
+            for i in range(3):
+                h.create(f"t{i}")
+            assert h.dispatcher.due("t0") == T0 + P
+            h.sched.stop()
+            h.clock.advance(10 * P + 5)
+            h.sched.start()
+            assert h.dispatcher.due_times == {} and h.sched.task("t0").next_run is None
+            assert h.dispatcher.fire("t0", T0 + P) is None  # a fire already under way
+        assert h.sched.wait_planned(timeout=10)
+        assert h.dispatcher.due_times == {f"t{i}": T0 + 11 * P for i in range(3)}
+        assert h.runs(None) == []
+    finally:
+        h.close()
+
+
+def test_a_catch_up_the_store_cannot_record_is_recorded_later_and_the_task_goes_on(tmp_path):
+    _stored(tmp_path, misfire=Misfire.RUN_ONCE)
+    h = Harness(tmp_path, clock=Clock(T0 + 10 * P + 5), config=ALL_LATER)
+    h.store.break_("insert_run", error=StoreUnavailable(
+        "the database is locked", fault=StoreFault.BUSY, retry_after=1, detail="locked"))
+    try:
+        h.open(start=False)
+        assert h.sched.wait_planned(timeout=10)
+        assert all(t.next_run == T0 + 11 * P for t in h.sched.tasks())
+        h.store.repair()
+        h.store.health()  # notices the repair and writes what was deferred
+        records = h.runs(None)
+        assert len(records) == TASKS and {r.status for r in records} == {RunStatus.ERROR}
+        assert {r.scheduled_for for r in records} == {T0 + P}
     finally:
         h.close()
