@@ -9,7 +9,7 @@ import threading
 
 
 from policies.errors import PolicyError
-from scheduler.errors import StoreError
+from scheduler.errors import InvalidRequest, StoreError
 
 from .app import close_app, create_app
 from .httpserver import make_server
@@ -27,7 +27,7 @@ def serve(config: ServerConfig) -> int:
         return 2
     try:
         app = create_app(config)
-    except (PolicyError, StoreError) as exc:
+    except (PolicyError, StoreError, InvalidRequest) as exc:
         log.error("cannot start: %s", exc.message)
         return 2
     try:

@@ -15,6 +15,7 @@ from typing import Any
 from policies.source import PolicySource
 from scheduler.models import Task, TaskSpec
 from scheduler.service import Scheduler
+from scheduler.zones import zone_name
 
 from . import requests as rq
 from . import responses as rs
@@ -46,12 +47,18 @@ def stop(ctx: Context, request: rq.StopRequest) -> rs.MessageResponse:
     return _message(ctx.scheduler.stop(), "Scheduler stopped", "Scheduler is not running")
 
 
-def _scheduled(ctx: Context, task: Task, verb: str) -> rs.ScheduledResponse:
+def _view(ctx: Context, task: Task) -> tuple[rs.Task, float | None]:
+    """The task as clients see it, and its next run (epoch seconds)."""
     next_run = ctx.scheduler.display_next_run(task)
+    return task_view(task, next_run, ctx.scheduler.zone_of(task)), next_run
+
+
+def _scheduled(ctx: Context, task: Task, verb: str) -> rs.ScheduledResponse:
+    view, next_run = _view(ctx, task)
     return rs.ScheduledResponse(
         status="success", message=f"Task '{task.task_id}' {verb} to run {task.spec.interval}",
         task_id=task.task_id, next_run=fmt_time(next_run), schedule=task.schedule.canonical,
-        task=task_view(task, next_run))
+        task=view, next_run_at=view["details"]["next_run_at"])
 
 
 def create(ctx: Context, request: rq.CreateRequest) -> rs.ScheduledResponse:
@@ -65,7 +72,7 @@ def update(ctx: Context, request: rq.UpdateRequest) -> rs.ScheduledResponse:
 
 
 def list_tasks(ctx: Context, request: rq.ListRequest) -> rs.ListResponse:
-    tasks = [task_view(t, ctx.scheduler.display_next_run(t)) for t in ctx.scheduler.tasks()]
+    tasks = [_view(ctx, t)[0] for t in ctx.scheduler.tasks()]
     return rs.ListResponse(status="success", tasks=tasks, count=len(tasks))
 
 
@@ -77,16 +84,17 @@ def remove(ctx: Context, request: rq.RemoveRequest) -> rs.RemoveResponse:
 def get(ctx: Context, request: rq.GetRequest) -> rs.GetResponse:
     task = ctx.scheduler.task(request.task_id)
     return rs.GetResponse(
-        status="success", task=task_view(task, ctx.scheduler.display_next_run(task)),
+        status="success", task=_view(ctx, task)[0],
         runs=[run_view(r) for r in ctx.scheduler.runs(request.task_id, request.limit)])
 
 
 def _set_paused(ctx: Context, task_id: str, paused: bool) -> rs.PausedResponse:
     task = ctx.scheduler.set_paused(task_id, paused)
-    next_run = ctx.scheduler.display_next_run(task)
+    view, next_run = _view(ctx, task)
     return rs.PausedResponse(
         status="success", message=f"Task '{task_id}' {'paused' if paused else 'resumed'}",
-        task_id=task_id, next_run=fmt_time(next_run), task=task_view(task, next_run))
+        task_id=task_id, next_run=fmt_time(next_run), task=view,
+        next_run_at=view["details"]["next_run_at"])
 
 
 def pause(ctx: Context, request: rq.PauseRequest) -> rs.PausedResponse:
@@ -115,11 +123,14 @@ def output(ctx: Context, request: rq.OutputRequest) -> rs.OutputResponse:
 
 
 def validate(ctx: Context, request: rq.ValidateRequest) -> rs.ValidateResponse:
-    schedule, slots = ctx.scheduler.validate(request.interval)
+    preview = ctx.scheduler.preview(request.interval, timezone=request.timezone,
+                                    jitter=request.jitter)
     return rs.ValidateResponse(status="success",
                                message=f"'{request.interval}' is a valid interval",
-                               interval=schedule.canonical,
-                               next_runs=[fmt_time(t) for t in slots])
+                               interval=preview.schedule.canonical,
+                               next_runs=[fmt_time(t) for t in preview.next_runs],
+                               next_runs_at=preview.next_runs_at,
+                               description=preview.description, timezone=preview.timezone)
 
 
 def status(ctx: Context, request: rq.StatusRequest) -> rs.StatusResponse:
@@ -134,7 +145,7 @@ def status(ctx: Context, request: rq.StatusRequest) -> rs.StatusResponse:
         cgroup_layout=isolation.get("cgroup_layout"),
         policy=rs.PolicyState(path=str(ctx.policy.path), loaded_at=fmt_time(ctx.policy.loaded_at),
                               error=ctx.policy.error),
-        store=_store_view(st.store))
+        store=_store_view(st.store), timezone=zone_name(ctx.scheduler.tz))
 
 
 def _store_view(health) -> rs.StoreState | None:

@@ -21,6 +21,7 @@ from sandbox.types import ProtectedPaths
 from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
+from scheduler.zones import resolve_zone
 
 from . import dashboard, edge, errors, logformat, metrics
 from .actions import ACTIONS, Context
@@ -101,6 +102,8 @@ def schedule():
 def create_app(config: ServerConfig | None = None, *, executor: Executor | None = None) -> Flask:
     """Build the application and start its scheduler (see the module docstring)."""
     config = config or ServerConfig()
+    # Before anything is opened: an unknown zone stops the start with nothing to undo.
+    zone = resolve_zone(config.timezone, field="--timezone") if config.timezone else None
     # No implicit /static route: the dashboard serves its few files itself, with its headers.
     app = Flask(__name__, static_folder=None)
     app.config["SERVER"] = config
@@ -118,7 +121,7 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,
                                                  autostart=config.autostart),
-                          render_run=run_view)
+                          render_run=run_view, tz=zone)
     # Before the scheduler opens: runs it launches at once (missed slots) are counted too.
     metrics.install(app, scheduler, policy)
     scheduler.open()

@@ -9,6 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from scheduler.errors import InvalidRequest
+from scheduler.zones import resolve_zone, zone_name
+
 from .logformat import LogFormat
 
 ENV_PREFIX = "TASK_SCHEDULER_"
@@ -37,6 +40,8 @@ class ServerConfig:
     audit_max_bytes: int = 5 * 1024 * 1024
     # Kept-alive client connections held open at once (idle ones beyond are closed).
     connection_limit: int = 1000
+    # IANA name of the default zone of tasks without a ``timezone``; None: the machine's.
+    timezone: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -115,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--log-format", type=LogFormat, default=_env("log_format", d.log_format.value),
                    choices=list(LogFormat), metavar="{text,json}",
                    help="text (default) or json: one JSON object per line, for log collectors")
+    p.add_argument("--timezone", default=_env("timezone", None) or None, metavar="ZONE",
+                   help="IANA time zone of tasks that name none, e.g. Europe/Berlin "
+                        "(default: this machine's zone)")
     a = p.parse_args(argv)
     if a.workers < 1 or a.threads < 1:
         p.error("--workers and --threads must be at least 1")
@@ -130,8 +138,14 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
             p.error(f"--allowed-host {raw!r} is not a host name or address "
                     "(give the name alone, without scheme or port)")
         hosts.append(name)
+    timezone = None
+    if a.timezone is not None:
+        try:
+            timezone = zone_name(resolve_zone(a.timezone, field="--timezone"))
+        except InvalidRequest as exc:
+            p.error(exc.message)
     return ServerConfig(host=a.host, port=a.port, policy=a.policy, data_dir=a.data_dir,
                         workers=a.workers, token=a.token or None, autostart=a.autostart,
                         threads=a.threads, shutdown_grace=a.shutdown_grace, log_level=a.log_level,
                         log_format=a.log_format,
-                        allowed_hosts=tuple(dict.fromkeys(hosts)))
+                        allowed_hosts=tuple(dict.fromkeys(hosts)), timezone=timezone)

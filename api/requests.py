@@ -30,8 +30,11 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema
 
 from policies import TASK_PARAMETERS, TaskType
+from scheduler.errors import InvalidRequest
+from scheduler.jitter import MAX_JITTER
 from scheduler.lifecycle import MAX_CHAIN_TARGETS, MAX_RETRY_DELAY
 from scheduler.models import Misfire, Notify, NotifyOn, Overlap
+from scheduler.zones import resolve_zone
 
 from .errors import ApiError
 
@@ -44,7 +47,8 @@ TEXT_PATTERN = "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"
 TIME_FORMS = ("a time like '2030-01-31 23:59:00' (server local time) or ISO 8601 with an "
               "offset")
 # Codes of a refused field that are not the generic ``invalid_parameter``.
-FIELD_CODES = {"task_id": "invalid_task_id", "type": "invalid_type"}
+FIELD_CODES = {"task_id": "invalid_task_id", "type": "invalid_type",
+               "timezone": "invalid_timezone"}
 _shown = reprlib.Repr()
 _shown.maxstring = _shown.maxother = 60
 
@@ -71,6 +75,14 @@ def _timestamp(value: Any) -> Any:
     raise ValueError("not a time")
 
 
+def _known_zone(value: str) -> str:
+    try:
+        resolve_zone(value)
+    except InvalidRequest:
+        raise ValueError("not a known time zone") from None
+    return value
+
+
 def _text(limit: int) -> Any:
     return Annotated[str, Field(max_length=limit, json_schema_extra={
         "minLength": 1, "pattern": TEXT_PATTERN}), AfterValidator(_usable_text)]
@@ -95,16 +107,28 @@ def _enum(cls: type) -> Any:
 
 
 INTERVAL_FORMS = ("the schedule, e.g. 'every 5 minutes', 'hourly', 'daily at 2:00', "
-                  "'monday at 9:30', 'every 2 hours at 30:00'; bounded by the policy's "
-                  "rate_limits.min_interval_seconds")
+                  "'monday at 9:30', 'every 2 hours at 30:00', a cron expression such as "
+                  "'0 2 * * mon-fri' or '@daily', or once: 'once at 2030-01-31 09:00', "
+                  "'in 10 minutes'; bounded by the policy's rate_limits.min_interval_seconds")
 TASK_ID_FORMS = ("a string of 1-128 letters, digits and _ . : @ - (not starting with a "
                  "punctuation mark other than _)")
+TIMEZONE_FORMS = ("an IANA time zone name such as 'Europe/Berlin', 'America/New_York' or 'UTC' "
+                  "(case-insensitive): the wall clock of the task's clock schedules (cron, "
+                  "'daily at', weekdays, 'once at'); intervals ignore it. Default: the "
+                  "server's zone")
+JITTER_FORMS = (f"a number of seconds from 0 to {MAX_JITTER:g}, at most half the schedule's "
+                "shortest gap: each run starts at a fixed pseudo-random offset in [0, jitter] "
+                "after its slot")
 LIMIT_FORMS = f"a positive integer up to {MAX_RUNS_LIMIT}: how many runs, newest first"
 
 TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN, max_length=128)]
 Interval = _field(Any, INTERVAL_FORMS, json_schema_extra={"type": "string"})
 Time = Annotated[float, BeforeValidator(_timestamp), WithJsonSchema({"type": "string"})]
 Limit = _field(Annotated[int, Field(ge=1, le=MAX_RUNS_LIMIT)] | None, LIMIT_FORMS)
+Timezone = _field(Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"),
+                            AfterValidator(_known_zone)] | None, TIMEZONE_FORMS)
+Jitter = _field(Annotated[float, Field(ge=0, le=MAX_JITTER, allow_inf_nan=False)] | None,
+                JITTER_FORMS)
 
 
 class Request(BaseModel):
@@ -202,6 +226,8 @@ class CreateRequest(Request):
     start_at: _field(Time | None, TIME_FORMS + "; the first interval slot") = None
     max_runs: _field(Annotated[int, Field(ge=1)] | None, "a positive integer: the task stops "
                      "firing after that many scheduled runs") = None
+    timezone: Timezone = None
+    jitter: Jitter = None
     # Run lifecycle: retries, notifications, chaining.
     retries: _field(Annotated[int, Field(ge=0, le=100)] | None, "an integer from 0 to the "
                     "policy's limits.max_retries: how often a failed run is tried again") = None
@@ -278,6 +304,8 @@ class OutputRequest(Request):
 class ValidateRequest(Request):
     action: Literal["validate"]
     interval: Interval
+    timezone: Timezone = None
+    jitter: Jitter = None
 
 
 REQUESTS: dict[str, type[Request]] = {

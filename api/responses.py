@@ -18,6 +18,9 @@ from scheduler.models import Misfire, NotifyOn, Overlap, RunStatus, Trigger
 
 Time = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
                             description="server local time, YYYY-MM-DD HH:MM:SS")]
+IsoTime = Annotated[str, Field(description="ISO 8601 with the UTC offset, in the task's time "
+                                          "zone (e.g. 2030-01-31T09:00:00+01:00)")]
+Zone = Annotated[str, Field(description="an IANA time zone name")]
 Count = Annotated[int, Field(ge=0)]
 TaskState = Literal["scheduled", "paused", "finished"]
 
@@ -56,6 +59,9 @@ class TaskDetails(TypedDict):
     paused: bool
     state: TaskState
     runs_fired: int
+    timezone: Zone
+    next_run_at: IsoTime | None
+    jitter: float | None
     retries: int
     retry_delay: float
     notify: NotifySettings | None
@@ -94,6 +100,9 @@ class Run(TypedDict):
     output_is_tail: Annotated[bool, Field(description=(
         "true when runs shows only the last 4096 characters of a stream (output shows all "
         "that was kept)"))]
+    jitter_ms: Annotated[float | None, Field(description=(
+        "how long after scheduled_for the run was started by the task's jitter (0 without "
+        "jitter; null for runs that are not scheduled slots)"))]
     attempt: Annotated[int, Field(ge=1, description="1 for a first try, 2 for its first "
                                   "retry, ...")]
     retry_of: Annotated[int | None, Field(description="a retry's first try (its run_id)")]
@@ -127,6 +136,7 @@ class ScheduledResponse(TypedDict):
     next_run: Time | None
     schedule: str
     task: Task
+    next_run_at: IsoTime | None
 
 
 class PausedResponse(TypedDict):
@@ -135,6 +145,7 @@ class PausedResponse(TypedDict):
     task_id: str
     next_run: Time | None
     task: Task
+    next_run_at: IsoTime | None
 
 
 class ListResponse(TypedDict):
@@ -207,6 +218,7 @@ class StatusResponse(TypedDict):
     cgroup_layout: Literal["v2", "hybrid", "v1", "none"] | None
     policy: PolicyState
     store: StoreState | None
+    timezone: Annotated[str, Field(description="the default time zone of tasks without one")]
 
 
 class ValidateResponse(TypedDict):
@@ -214,3 +226,6 @@ class ValidateResponse(TypedDict):
     message: str
     interval: str
     next_runs: list[Time]
+    next_runs_at: list[IsoTime]
+    description: Annotated[str, Field(description="the schedule in plain English")]
+    timezone: Zone

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import time
+from datetime import tzinfo
 
 from scheduler.models import Run, Task, task_state
+from scheduler.zones import iso_time, zone_name
 
 from . import responses as rs
 
@@ -30,7 +32,13 @@ def _fmt_second(second: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
 
 
-def task_details(task: Task, next_run: float | None) -> rs.TaskDetails:
+def fmt_iso(t: float | None, zone: tzinfo) -> str | None:
+    """A time in ISO 8601 with its UTC offset, in ``zone`` (a task's zone), to the second."""
+    return None if t is None else iso_time(t, zone)
+
+
+def task_details(task: Task, next_run: float | None, zone: tzinfo) -> rs.TaskDetails:
+    """A task's details; ``zone`` is the one its clock schedule follows."""
     spec = task.spec
     return rs.TaskDetails(
         type=spec.task_type.value,
@@ -53,6 +61,9 @@ def task_details(task: Task, next_run: float | None) -> rs.TaskDetails:
         paused=task.paused,
         state=task_state(task, next_run),
         runs_fired=task.runs_fired,
+        timezone=zone_name(zone),
+        next_run_at=fmt_iso(next_run, zone),
+        jitter=spec.jitter,
         retries=spec.retries,
         retry_delay=spec.retry_delay,
         notify=rs.NotifySettings(**spec.notify.to_dict()) if spec.notify else None,
@@ -61,8 +72,8 @@ def task_details(task: Task, next_run: float | None) -> rs.TaskDetails:
     )
 
 
-def task_view(task: Task, next_run: float | None) -> rs.Task:
-    return rs.Task(id=task.task_id, details=task_details(task, next_run))
+def task_view(task: Task, next_run: float | None, zone: tzinfo) -> rs.Task:
+    return rs.Task(id=task.task_id, details=task_details(task, next_run, zone))
 
 
 def _tail(text: str) -> str:
@@ -91,6 +102,7 @@ def run_view(run: Run, *, full_output: bool = False) -> rs.Run:
         stderr=shown[1],
         output_is_tail=not full_output and (len(run.stdout) > TAIL_CHARS
                                             or len(run.stderr) > TAIL_CHARS),
+        jitter_ms=run.jitter_ms,
         attempt=run.attempt,
         retry_of=run.retry_of,
         parent_run_id=run.parent_run_id,

@@ -9,12 +9,14 @@ interval schedules, and the scheduler's start-up with 100,000 stored tasks.
    clock schedules resolve wall times in the task's zone; cron expressions go through
    cronsim (a wall-clock walk per call).
 2. **Start-up** — N tasks written straight into a fresh store (as ``Scheduler.create``
-   writes them), then ``Scheduler.open()`` timed: load the rows, parse each interval in
-   its zone, settle checkpoints, plan every next slot and hand them to the dispatcher.
-   The executor is a stub (no worker processes), so the figure is the scheduler's own
+   writes them), then ``Scheduler.open()`` timed: load the rows, read each interval in
+   its zone, plan the first ``plan_inline`` tasks' next slots and hand them to the
+   dispatcher; the rest are planned by the backlog's thread while the server already
+   serves (``scheduler/planning.py``), and the second figure is when that is done.
+   The executor is a stub (no worker processes), so the figures are the scheduler's own
    share of a restart. Three mixes: all intervals; cron with 1,000 distinct expressions
    over three zones (tasks share parsed schedules); and the worst case, every task its own
-   cron expression. The target is under 5 s for each.
+   cron expression. The target is under 5 s for ``open()`` in each.
 
 Figures are wall-clock on a shared machine: compare the rows of one run, not runs.
 """
@@ -22,6 +24,7 @@ Figures are wall-clock on a shared machine: compare the rows of one run, not run
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import tempfile
@@ -131,12 +134,14 @@ def _fill(db: Path, n: int, interval: Callable[[int], str]) -> None:
         store.close()
 
 
-def startup_seconds(base: Path, n: int, name: str, interval: Callable[[int], str]) -> float:
-    """Seconds ``Scheduler.open()`` takes over a store of ``n`` tasks (a fresh process's
-    parse cache: cleared first)."""
+def startup_seconds(base: Path, n: int, name: str,
+                    interval: Callable[[int], str]) -> tuple[float, float]:
+    """Seconds ``Scheduler.open()`` takes over a store of ``n`` tasks, and seconds until
+    every task is planned (a fresh process's parse cache: cleared first)."""
     db = base / f"{name}.db"
     _fill(db, n, interval)
     grammar._parse_text.cache_clear()
+    gc.collect()  # the previous mix's scheduler is garbage: a fresh process has none
     base_dir = base / "work"
     base_dir.mkdir(exist_ok=True)
     policy = default_policy(base_dir=base_dir)
@@ -144,10 +149,12 @@ def startup_seconds(base: Path, n: int, name: str, interval: Callable[[int], str
     began = time.perf_counter()
     scheduler.open()
     took = time.perf_counter() - began
+    assert scheduler.wait_planned(timeout=600), "the backlog was not worked off"
+    all_planned = time.perf_counter() - began
     planned = sum(1 for task in scheduler.tasks() if task.next_run is not None)
     scheduler.close(grace=0)
     assert planned == n, f"{planned} of {n} tasks planned"
-    return took
+    return took, all_planned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,14 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         "cron, 1,000 distinct": lambda i: _distinct_cron(i % 1000),
         "cron, all distinct": _distinct_cron,
     }
-    print(f"\n2. start-up, {n:,} stored tasks (Scheduler.open, seconds; target < {STARTUP_TARGET:g} s)")
+    print(f"\n2. start-up, {n:,} stored tasks (seconds; target: open() < {STARTUP_TARGET:g} s)")
+    print(f"{'mix':40} {'open()':>9} {'all planned':>12} {'':>13}")
     failed = False
     with tempfile.TemporaryDirectory(prefix="bench-calendar-") as tmp:
         for name, interval in mixes.items():
-            took = startup_seconds(Path(tmp), n, name.replace(" ", "_").replace(",", ""), interval)
+            took, all_planned = startup_seconds(Path(tmp), n, name.replace(" ", "_").replace(",", ""),
+                                                interval)
             verdict = "ok" if took < STARTUP_TARGET else "OVER TARGET"
             failed |= took >= STARTUP_TARGET and not args.quick
-            print(f"{name:40} {took:9.2f} {verdict:>13}")
+            print(f"{name:40} {took:9.2f} {all_planned:12.2f} {verdict:>13}")
     return 1 if failed else 0
 
 

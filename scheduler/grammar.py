@@ -288,24 +288,30 @@ class CronSchedule(Schedule):
 
     `text` is the canonical form (the macro, or the five fields lower-cased and single-spaced);
     `expression` the five fields cronsim evaluates. The anchor does not matter beyond "strictly
-    after it": cron slots are wall-clock instants. Constructing one raises
-    ``cronsim.CronSimError`` for a bad expression.
+    after it": cron slots are wall-clock instants. The expression is parsed when first
+    needed (a server restoring many stored tasks pays for it task by task as it plans
+    them); :meth:`check` parses it at once and raises ``cronsim.CronSimError`` if it is bad.
     """
 
     text: str
     expression: str
     tz: tzinfo | None = None
-    # The parsed expression in the zone: parsing is most of what building a CronSim costs,
-    # so each walk starts from a shallow copy of this one (its field sets are only read).
-    _parsed: CronSim = field(init=False, compare=False, repr=False)
     # Recent answers by whole second: tasks sharing this schedule ask for the same instant
     # when a server starts (a thousand tasks on "@daily" walk the calendar once).
     _recent: dict[int, float | None] = field(init=False, compare=False, repr=False,
                                              default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_parsed", CronSim(self.expression, _GAP_REFERENCE.replace(
-            tzinfo=_zone(self.tz))))
+    @functools.cached_property
+    def _parsed(self) -> CronSim:
+        # The parsed expression in the zone: parsing is most of what building a CronSim
+        # costs, so each walk starts from a shallow copy of this one (its field sets are
+        # only read).
+        return CronSim(self.expression, _GAP_REFERENCE.replace(tzinfo=_zone(self.tz)))
+
+    def check(self) -> "CronSchedule":
+        """The schedule itself once its expression has been parsed (CronSimError if bad)."""
+        self._parsed
+        return self
 
     @property
     def canonical(self) -> str:
@@ -344,8 +350,12 @@ class CronSchedule(Schedule):
         return slot
 
     def _walk(self, second: int) -> float | None:
+        try:
+            parsed = self._parsed
+        except CronSimError as exc:  # a stored expression this version of cronsim refuses
+            _invalid(_cron_fault(self.expression.split(), str(exc)))
         start = local_datetime(second, _zone(self.tz))
-        it = copy.copy(self._parsed)
+        it = copy.copy(parsed)
         # What CronSim.__init__ does with its start: a fixed-time expression in a zone with
         # DST walks the naive wall clock (Debian cron's rules), anything else aware time.
         it.dt = start.replace(tzinfo=None) if it.fixup_tz else start
@@ -414,10 +424,13 @@ class OnceInSchedule(Schedule):
         return slot if slot > after else None
 
 
-def parse_interval(text: object, *, tz: tzinfo | None = None) -> Schedule:
+def parse_interval(text: object, *, tz: tzinfo | None = None, stored: bool = False) -> Schedule:
     """Parse `text` (see ACCEPTED_FORMS) into a Schedule; raise InvalidInterval if not accepted.
 
     `tz` is the zone whose wall clock calendar forms follow; None means the server's local zone.
+    A `stored` interval was accepted when it was saved: a cron expression's fields are then
+    parsed when the schedule is first evaluated (where a bad one raises InvalidInterval),
+    which keeps a start-up with many distinct expressions short.
     """
     if tz is not None and not isinstance(tz, tzinfo):  # a programming error, not bad input
         raise TypeError(f"tz must be a datetime.tzinfo or None, not {type(tz).__name__}")
@@ -427,7 +440,14 @@ def parse_interval(text: object, *, tz: tzinfo | None = None) -> Schedule:
         _invalid(f"the interval is longer than {_MAX_LENGTH} characters")
     if not text.isascii():  # also keeps str.isdigit() and lower() to plain ASCII meanings
         _invalid("the interval may contain only ASCII characters")
-    return _parse_text(text, tz)
+    schedule = _parse_text(text, tz)
+    if isinstance(schedule, CronSchedule) and not stored:
+        try:
+            schedule.check()
+        except CronSimError as exc:
+            _invalid(f"{' '.join(text.lower().split())!r} is not accepted: "
+                     f"{_cron_fault(schedule.expression.split(), str(exc))}")
+    return schedule
 
 
 @functools.lru_cache(maxsize=4096)
@@ -514,10 +534,7 @@ def _cron(words: list[str], tz: tzinfo | None) -> CronSchedule:
             raise _Bad(f"unknown macro {words[0]!r}; use {', '.join(_CRON_MACROS)}")
         return CronSchedule(macro, _CRON_MACROS[macro], tz)
     expression = " ".join(words)
-    try:
-        return CronSchedule(expression, expression, tz)
-    except CronSimError as exc:
-        raise _Bad(_cron_fault(words, str(exc))) from None
+    return CronSchedule(expression, expression, tz)
 
 
 def _cron_fault(words: list[str], message: str) -> str:

@@ -49,6 +49,7 @@ from .launcher import FinishedRun, Launcher, RunListener, run_request
 from .lifecycle import check_chains, notify_event, retry_delay
 from .models import Lineage, Misfire, Run, RunStatus, SchedulerStatus, Task, TaskSpec, Trigger
 from .notify import Notice, Notifier, NotifierConfig, default_render
+from .planning import Backlog
 from .store import Store, spec_from_json
 from .zones import iso_time, local_zone, resolve_zone, zone_name
 
@@ -63,6 +64,8 @@ class SchedulerConfig:
     history_max_bytes: int = 256 * 1024 * 1024
     shutdown_grace: float = 10.0
     autostart: bool = False
+    # Tasks planned before open() or start() returns; the rest are planned by a thread.
+    plan_inline: int = 2_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class Scheduler:
         self._notifier = notifier or Notifier(store, policy, render=render_run,
                                               config=NotifierConfig())
         self._launcher.add_listener(self._after_run)
+        self._backlog = Backlog(self._settle, self._all_planned, self._lock)
+        self._planned_from = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -124,10 +129,13 @@ class Scheduler:
         now = self.clock()
         was_running = self.store.is_running()
         running = was_running or self.config.autostart
+        zones: dict[str | None, tzinfo] = {}  # tasks share a few zones
         for row in self.store.load_tasks():
             spec = spec_from_json(row.pop("spec"), **row.pop("columns"))
             try:
-                schedule = parse_interval(spec.interval, tz=self._zone(spec.timezone))
+                if spec.timezone not in zones:
+                    zones[spec.timezone] = self._zone(spec.timezone)
+                schedule = parse_interval(spec.interval, tz=zones[spec.timezone], stored=True)
             except InvalidRequest as exc:
                 log.error("task %r has an interval or time zone this server cannot use (%s); "
                           "not scheduled", row["task_id"], exc.message,
@@ -136,19 +144,18 @@ class Scheduler:
             self._tasks[row["task_id"]] = Task(spec=spec, schedule=schedule, **row)
         self._retry_interrupted(unfinished, now)
         self._launcher.open()
-        if was_running:
-            self._catch_up(now)
-        elif running:
-            self._resume_all(now)
         self._running = running
         self.store.set_running(running)
         self._dispatcher.open(self._fire)
+        if running:
+            self._plan_all(now, catch_up=was_running)
         self._dispatcher.set_active(running)
         self._open_retries(running)
         log.info("loaded %d tasks; scheduler %s", len(self._tasks), "running" if running else "stopped")
 
     def close(self, grace: float | None = None) -> None:
         """Stop dispatching, let running jobs end within ``grace`` seconds, then stop them."""
+        self._backlog.close()
         self._dispatcher.close()
         self._retries.close()
         self._launcher.close(self.config.shutdown_grace if grace is None else grace)
@@ -179,53 +186,70 @@ class Scheduler:
         self._retries.set_active(running)
         self._notifier.open()
 
-    def _catch_up(self, now: float) -> None:
-        """Handle slots missed while the server was down (``misfire``), then plan ahead."""
-        catch_ups = []
-        ahead: dict[str, float | None] = {}
+    def wait_planned(self, timeout: float | None = None) -> bool:
+        """Wait until every task has been planned since the last open or start (see
+        :mod:`scheduler.planning`); False if ``timeout`` ran out first."""
+        return self._backlog.wait(timeout)
+
+    def _plan_all(self, now: float, *, catch_up: bool) -> None:
+        """Plan every task's first slot after ``now``: the slots up to ``now`` are dealt
+        with, by ``misfire`` if ``catch_up`` (the server was down), else passed over.
+        The first ``config.plan_inline`` tasks are planned before this returns, the rest by
+        the backlog's thread."""
         with self._lock:
-            for task in self._tasks.values():
-                if task.paused or task.exhausted:
-                    continue
-                missed = task.schedule.next_slot(task.anchor, task.checkpoint)
-                if missed is None or missed > now:
-                    # Nothing was missed, so this is also the first slot after now.
-                    ahead[task.task_id] = missed
-                    continue
-                if task.spec.until is not None and missed > task.spec.until:
-                    continue
-                if task.spec.misfire is Misfire.RUN_ONCE:
-                    catch_ups.append((task, missed))
-                else:
-                    log.info("task %r missed runs while the server was down; skipping them "
-                             "(misfire: skip)", task.task_id, extra={"task_id": task.task_id})
-        for task, missed in catch_ups:
-            with self._lock:
+            self._planned_from = now
+            # Until its turn, a task has no slot: none planned before (a stop) may fire.
+            self._dispatcher.schedule_many({})
+            jobs: dict[str, float | None] = {}
+            for task_id, task in self._tasks.items():
+                task.next_run = None
+                jobs[task_id] = task.checkpoint if catch_up else None
+            self._backlog.plan(jobs, inline=self.config.plan_inline)
+
+    def _settle(self, task_id: str, since: float | None) -> None:
+        """Plan one task (the backlog's callback, under the lock): first the slot it missed
+        after ``since`` while the server was down, if any (``misfire``), then its first
+        slot after the start."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return
+        now = self._planned_from
+        try:
+            missed = None
+            if since is not None and not (task.paused or task.exhausted):
+                missed = task.schedule.next_slot(task.anchor, since)
+                if missed is not None and missed <= now:
+                    self._missed(task, missed)
+            task.checkpoint = max(task.checkpoint, now)
+            # Nothing missed: the first slot after ``since`` is also the first after now.
+            task.next_run = task.admit(missed) if missed is not None and missed > now \
+                else task.following(now)
+        except InvalidRequest as exc:
+            log.error("task %r has an interval this server cannot use (%s); not scheduled",
+                      task_id, exc.message, extra={"task_id": task_id})
+            del self._tasks[task_id]
+            task.next_run = None
+        self._plan(task)
+
+    def _missed(self, task: Task, missed: float) -> None:
+        """The first slot a task missed while the server was down, by its ``misfire``."""
+        if task.spec.until is not None and missed > task.spec.until:
+            return
+        if task.spec.misfire is Misfire.RUN_ONCE:
+            try:
                 self._count(task, missed, self._launcher.launch(task, Trigger.CATCH_UP, missed))
-        self._resume_all(now, ahead)
+            except StoreUnavailable as exc:  # as in _fire: recorded later, the task goes on
+                log.error("task %r: the catch-up run of %s was not started: %s", task.task_id,
+                          missed, exc.detail, extra={"task_id": task.task_id})
+                self.store.record_missed(task.task_id, missed, "not started: the store could "
+                                         f"not record the run ({exc.detail})")
+        else:
+            log.info("task %r missed runs while the server was down; skipping them "
+                     "(misfire: skip)", task.task_id, extra={"task_id": task.task_id})
 
-    def _resume_all(self, now: float, ahead: dict[str, float | None] | None = None) -> None:
-        """Deal with every slot up to ``now`` as passed over, and plan the next ones
-        (``ahead``: tasks whose first slot after ``now`` is already known)."""
-        with self._lock:
-            for task in self._tasks.values():
-                task.checkpoint = now
-            self.store.set_all_checkpoints(now)
-        self._plan_all(now, ahead or {})
-
-    def _plan_all(self, now: float, ahead: dict[str, float | None]) -> None:
-        with self._lock:
-            due, jitters = {}, {}
-            for task in self._tasks.values():
-                if task.task_id in ahead:
-                    task.next_run = task.admit(ahead[task.task_id])
-                else:
-                    task.next_run = task.following(now)
-                if task.next_run is not None:
-                    due[task.task_id] = task.next_run
-                    if task.spec.jitter:
-                        jitters[task.task_id] = task.spec.jitter
-        self._dispatcher.schedule_many(due, jitters)
+    def _all_planned(self) -> None:
+        """Every task is planned: the slots up to the start are dealt with, in the store too."""
+        self.store.set_all_checkpoints(self._planned_from)
 
     # -- the original API's actions -----------------------------------------------------
 
@@ -237,7 +261,7 @@ class Scheduler:
                 return False
             self.store.set_running(True)
             self._running = True
-            self._resume_all(self.clock())
+            self._plan_all(self.clock(), catch_up=False)
             self._dispatcher.set_active(True)
             self._retries.set_active(True)
             return True
@@ -295,6 +319,7 @@ class Scheduler:
         now = self.clock()
         with self._lock:
             task = self._get(task_id)
+            self._backlog.settle_now(task_id)
             if changes.get("task_type", task.spec.task_type) is not task.spec.task_type:
                 unused = ({task.spec.task_type.parameter} - {changes["task_type"].parameter}
                           - set(changes))
@@ -329,6 +354,7 @@ class Scheduler:
                                   "(on_success/on_failure); update them first", field="task_id")
             self.store.delete_task(task_id)
             del self._tasks[task_id]
+            self._backlog.discard(task_id)
             self._launcher.forget(task_id)
             self._dispatcher.schedule(task_id, None)
             self._forget_retries(task_id)
@@ -338,6 +364,7 @@ class Scheduler:
         now = self.clock()
         with self._lock:
             task = self._get(task_id)
+            self._backlog.settle_now(task_id)
             if task.paused != paused:
                 # Stored first: a store failure leaves the task as it was.
                 task = replace(task, paused=paused, checkpoint=now, updated_at=now)
@@ -493,8 +520,15 @@ class Scheduler:
     def display_next_run(self, task: Task) -> float | None:
         """The next run as a client should see it: while stopped, the next future slot."""
         if self._running:
+            if task.task_id in self._backlog:
+                with self._lock:
+                    self._backlog.settle_now(task.task_id)
             return task.next_run
         return task.following(max(self.clock(), task.checkpoint))
+
+    def zone_of(self, task: Task) -> tzinfo:
+        """The zone the task's clock schedule follows (its own, else the default)."""
+        return self._zone(task.spec.timezone)
 
     def timezone_of(self, task: Task) -> str:
         """The IANA name of the zone the task's clock schedule follows."""

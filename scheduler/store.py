@@ -419,7 +419,8 @@ class Store:
                                                       (runs_fired, checkpoint)))
 
     def set_all_checkpoints(self, checkpoint: float) -> None:
-        self._use(lambda db: db.execute("UPDATE tasks SET checkpoint = ?", (checkpoint,)),
+        self._use(lambda db: db.execute("UPDATE tasks SET checkpoint = MAX(checkpoint, ?)",
+                                           (checkpoint,)),
                   write=True)
 
     def delete_task(self, task_id: str) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from . import commands, render
 from .client import DEFAULT_URL, Client, ClientError, ServerRefused, Unreachable
 from .exitcodes import ExitCode
-from .taskargs import UsageError, add_task_options
+from .taskargs import UsageError, add_task_options, number
 
 ENV_URL = "TASK_SCHEDULER_URL"
 ENV_TOKEN = "TASK_SCHEDULER_TOKEN"
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", commands.validate, "check a schedule and show its next run times")
     p.add_argument("interval", nargs="+", metavar="SCHEDULE", help="e.g. 'daily at 2:00'")
     p.add_argument("--timezone", metavar="ZONE", help="IANA zone of a clock schedule")
+    p.add_argument("--jitter", type=number, metavar="SECONDS",
+                   help="check a jitter bound against the schedule")
     add("start", commands.simple("start"), "start dispatching scheduled runs")
     add("stop", commands.simple("stop"), "stop dispatching (running jobs finish)")
     return parser

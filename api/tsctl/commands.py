@@ -97,10 +97,12 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
 
 def validate(ctx: Context, args: argparse.Namespace) -> int:
     response = ctx.client.post("validate", interval=" ".join(args.interval),
-                               timezone=args.timezone)
+                               timezone=args.timezone, jitter=args.jitter)
     lines = [f"{response.get('interval')}"]
     if response.get("description"):
         lines[0] += f"  ({response['description']})"
+    if response.get("timezone"):
+        lines.append(f"time zone: {response['timezone']}")
     times = response.get("next_runs_at") or [None] * len(response.get("next_runs", []))
     lines += ["next runs:"] + [f"  {render.local_time(t, iso)}"
                                for t, iso in zip(response.get("next_runs", []), times)]

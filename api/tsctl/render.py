@@ -183,6 +183,7 @@ def status_block(response: dict[str, Any], style: Style) -> str:
             if runs else ("runs", None),
             ("isolation", f"{response.get('isolation_level') or '-'} "
                           f"({', '.join(response.get('isolation') or []) or 'none'})"),
+            ("time zone", response.get("timezone")),
             ("policy", policy.get("path")),
             ("policy loaded", policy.get("loaded_at")),
             ("policy error", policy.get("error") or "none")]

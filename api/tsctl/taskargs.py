@@ -70,6 +70,9 @@ def add_task_options(parser: argparse.ArgumentParser, *, creating: bool) -> None
     opts.add_argument("--start-at", metavar="TIME", help="no runs before 'YYYY-MM-DD HH:MM:SS'")
     opts.add_argument("--max-runs", type=int, metavar="N", help="stop after N scheduled runs")
     opts.add_argument("--timezone", metavar="ZONE", help="IANA zone of a clock schedule")
+    opts.add_argument("--jitter", type=number, metavar="SECONDS",
+                      help="start each run up to this long after its slot (a fixed offset "
+                           "per slot)")
     opts.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                       dest="extra", help="any other field of the action (VALUE as JSON if it "
                                          "parses, else as text; repeatable)")
@@ -93,7 +96,7 @@ def spec_fields(args: argparse.Namespace, *, creating: bool, stdin=None) -> dict
     """The request fields of a create/update command line."""
     fields: dict[str, Any] = {"interval": _interval(args)}
     for key in ("command", "file_path", "custom_script", "working_dir", "timeout", "overlap",
-                "misfire", "until", "start_at", "max_runs", "timezone"):
+                "misfire", "until", "start_at", "max_runs", "timezone", "jitter"):
         fields[key] = getattr(args, key)
     if fields["custom_script"] == "-":
         fields["custom_script"] = (stdin or sys.stdin).read()

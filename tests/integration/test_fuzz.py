@@ -43,7 +43,8 @@ READ_ONLY = {"list", "get", "runs", "output", "status", "validate"}
 # other 400s (bad interval, path outside the policy, ...) are about meaning.
 SHAPE_CODES = {"missing_field", "unknown_field", "unused_field", "invalid_parameter",
                "invalid_task_id", "invalid_type", "invalid_action", "invalid_json", "invalid_body"}
-SEMANTIC_FIELDS = {"until", "start_at"}  # times: the schema says string, the parser judges
+# Times: the schema says string, the parser judges; jitter: its bound depends on the schedule.
+SEMANTIC_FIELDS = {"until", "start_at", "jitter"}
 
 POLICY = """\
 version: 1
@@ -80,6 +81,8 @@ VALID = {
     "limit": st.integers(1, 1000) | st.none(),
     "run_id": st.integers(1, 40),
     "max_runs": st.integers(1, 100),
+    "timezone": st.sampled_from(["UTC", "Europe/Berlin", "america/new_york"]),
+    "jitter": st.sampled_from([0, 5, 60.5]),
 }
 # Values of the right JSON type, mostly wrong: edge cases of every field check.
 WILD = {
@@ -182,7 +185,8 @@ class Fuzz:
 
     def state(self) -> tuple:
         """Tasks (less the clock-driven keys), run ids, running: what refusals must keep."""
-        tasks = {t["id"]: {k: v for k, v in t["details"].items() if k not in ("next_run", "state")}
+        clock_driven = ("next_run", "next_run_at", "state")
+        tasks = {t["id"]: {k: v for k, v in t["details"].items() if k not in clock_driven}
                  for t in self.post({"action": "list"})["tasks"]}
         runs = [(r["run_id"], r["task_id"], r["trigger"])
                 for r in self.post({"action": "runs", "limit": 1000})["runs"]]

@@ -105,6 +105,28 @@ def test_create_infers_the_type_and_passes_the_options(srv):
     assert "opts" not in {t["id"] for t in srv.post("list")["tasks"]}
 
 
+def test_calendar_options_and_what_validate_and_status_show(srv):
+    code, out, _ = tsctl(srv, "create", "cal", "--interval", "0 2 * * mon-fri", "--command",
+                         "true", "--timezone", "America/New_York", "--jitter", "120")
+    assert code == 0 and "next run: " in out
+    details = srv.post("get", task_id="cal")["task"]["details"]
+    assert (details["timezone"], details["jitter"]) == ("America/New_York", 120)
+    assert tsctl(srv, "update", "cal", "--jitter", "0")[0] == 0
+    assert srv.post("get", task_id="cal")["task"]["details"]["jitter"] is None
+    code, out, _ = tsctl(srv, "get", "cal")
+    assert code == 0 and re.search(r"^timezone\s+America/New_York$", out, re.M)
+    code, out, _ = tsctl(srv, "validate", "0 2 * * mon-fri", "--timezone", "Europe/Berlin")
+    assert code == 0 and "(at 02:00 on Monday through Friday)" in out
+    assert re.search(r"^time zone: Europe/Berlin$", out, re.M) and len(TIME_RE.findall(out)) == 5
+    code, _, err = tsctl(srv, "validate", "hourly", "--jitter", "1801")
+    assert code == ExitCode.REFUSED and "half" in err
+    code, _, err = tsctl(srv, "validate", "hourly", "--timezone", "Nowhere/Land")
+    assert code == ExitCode.REFUSED and "(invalid_timezone)" in err
+    code, out, _ = tsctl(srv, "status")
+    assert re.search(r"^time zone\s+\S+", out, re.M)
+    assert tsctl(srv, "remove", "cal")[0] == 0
+
+
 def test_run_wait_and_output_print_the_runs_streams(srv):
     tsctl(srv, "create", "streams", "--every", "1", "hour",
           "--command", "printf 'out line\\n'; printf 'err line\\n' >&2")
