@@ -92,7 +92,8 @@ STEPS = (
     ("dispatch: due time → fire callback", "server", "due", "fire", True),
     ("store: insert the run row", "server", "insert0", "insert1", True),
     ("launcher: overlap and rate checks, request", "server", None, None, True),
-    ("hand-off: submit → worker has the request", "server", "submit", "recv", True),
+    ("hand-off: submit → supervisor thread sends", "server", "submit", "send", True),
+    ("hand-off: pipe send → worker has the request", "worker", "send", "recv", True),
     ("run directory (mkdtemp)", "worker", "execute0", "plan0", True),
     ("plan and policy checks (plan_run)", "worker", "plan0", "plan1", True),
     ("isolation and protected-path checks", "worker", "check0", "check1", True),
@@ -119,13 +120,14 @@ STEPS = (
     ("fork + exec, no preexec (→ Popen returns)", "worker", "popen0", "popen1", True),
     ("store: progress update (after submit)", "server", "progress0", "progress1", False),
     ("rlimits from outside (prlimit, no preexec only)", "worker", "prlimit0", "prlimit1", False),
-    ("started: worker → server (pipe)", "worker", "started", "started_recv", False),
+    ("started: pipe → supervisor has it", "server", "started", "started_pipe", False),
     ("store: started update", "server", "mark0", "mark1", False),
     ("exec → first byte of output read", "worker", "popen1", "first", False),
     ("exec → exit noticed (the job's own run)", "worker", "popen1", "finish0", False),
     ("finish: kill group, wait, drain", "worker", "finish0", "finish1", False),
     ("cgroup kill + removal", "worker", "close0", "close1", False),
-    ("result: execute returns → server has it", "worker", "execute1", "result", False),
+    ("result: execute returns → sent", "worker", "execute1", "done", False),
+    ("result: pipe → supervisor has it", "server", "done", "result_pipe", False),
     ("store: finish update", "server", "finish_run0", "finish_run1", False),
     ("store: prune the task's history", "server", "prune0", "prune1", False),
 )
@@ -237,7 +239,6 @@ def _instrument_server(scheduler, store, pool, probes: _Probes) -> None:
 
     def timed_started(run_id: int, started_at: float, pid: int) -> None:
         probes.local.ctx = probes.for_run(run_id)
-        probes.mark("started_recv")
         try:
             on_started(run_id, started_at, pid)
         finally:
@@ -262,6 +263,14 @@ def _instrument_server(scheduler, store, pool, probes: _Probes) -> None:
     store.mark_running = probes.timed("mark", store.mark_running)
     store.finish_run = probes.timed("finish_run", store.finish_run)
     store.prune_task = probes.timed("prune", store.prune_task)
+    spawn = pool._spawn
+
+    def spawn_probed():
+        seat = spawn()
+        seat.conn = _ServerConn(seat.conn, probes)
+        return seat
+
+    pool._spawn = spawn_probed
     submit = pool.submit
 
     def timed_submit(request) -> None:  # the hand-off starts when submit is entered
@@ -272,6 +281,37 @@ def _instrument_server(scheduler, store, pool, probes: _Probes) -> None:
     pool.submit = timed_submit
     launcher.on_started = timed_started
     launcher.on_result = timed_result
+
+
+class _ServerConn:
+    """The pool's end of a worker's pipe, with marks when a request leaves and a report
+    arrives (in the supervisor thread)."""
+
+    def __init__(self, conn, probes: _Probes):
+        self._conn, self._probes = conn, probes
+
+    def send(self, message) -> None:
+        run = self._probes.for_run(message[1].run_id) if message[0] == "run" else None
+        if run is not None:
+            run["send"] = now_ns()
+        self._conn.send(message)
+
+    def recv(self):
+        message = self._conn.recv()
+        if message[0] in ("started", "done"):
+            run_id = message[1] if message[0] == "started" else message[1].run_id
+            label = "started_pipe" if message[0] == "started" else "result_pipe"
+            self._probes.for_run(run_id)[label] = now_ns()
+        return message
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        return self._conn.poll(timeout)
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def harness(base: Path, runs: int, out: Path) -> None:
