@@ -8,10 +8,10 @@ Ours: the store is filled directly (bench.common.populate, scheduler marked runn
 start-up is the real restart path: `python -m api` launched → tasks loaded → slots planned
 → GET /health answers. A baseline's start-up: the process launched → N jobs added (and
 APScheduler's start()) → it prints "ready". RSS is the whole process tree's (ours: the
-server and its workers; a baseline is one process), taken 2 s after start-up, before any
-`list`; memory per task = (RSS with N − RSS with 0) / N. The tree's PSS (shared pages
-counted once) is in the notes. CPU: user + system time of the whole process tree over the
-window. `list`: ours is one HTTP request, timed to the last byte of the body; a
+server and its workers; a baseline is one process), taken 2 s after start-up (0.5 s in
+quick mode), before any `list`; memory per task = (RSS with N − RSS with 0) / N. The
+tree's PSS (shared pages counted once) is in the notes. CPU: user + system time of the
+whole process tree over the window. `list`: ours is one HTTP request, timed to the last byte of the body; a
 baseline's is in-process (its jobs + a dict per job + json.dumps, no HTTP), so it flatters
 the baseline.
 """
@@ -27,7 +27,8 @@ from pathlib import Path
 from . import common
 from .common import PY, median
 
-SETTLE = 2.0
+SETTLE = 2.0  # seconds after start-up before RSS is read (quick mode: QUICK_SETTLE)
+QUICK_SETTLE = 0.5
 
 
 def _list_ms(srv) -> float:
@@ -38,16 +39,16 @@ def _list_ms(srv) -> float:
     return (time.perf_counter() - began) * 1000
 
 
-def _measure(procs, window: float) -> dict:
+def _measure(procs, window: float, settle: float) -> dict:
     if window <= 0:
         return {}
-    time.sleep(1.0)
+    time.sleep(settle / 2)
     c0, t0 = common.cpu_seconds(procs), time.monotonic()
     time.sleep(window)
     return {"cpu": (common.cpu_seconds(procs) - c0) / (time.monotonic() - t0) * 100}
 
 
-def ours(base: Path, n: int, starts: int, window: float, lists: int) -> dict:
+def ours(base: Path, n: int, starts: int, window: float, lists: int, settle: float = SETTLE) -> dict:
     common.populate(base / "data" / "scheduler.db", n)
     out: dict = {"startup": []}
     for i in range(starts):
@@ -56,12 +57,12 @@ def ours(base: Path, n: int, starts: int, window: float, lists: int) -> dict:
             out["startup"].append(time.perf_counter() - began)
             if i:
                 continue
-            time.sleep(SETTLE)
+            time.sleep(settle)
             procs = common.family(srv.proc.pid)
             out["rss"], out["rss_server"] = common.rss_mb(procs), common.rss_mb(procs[:1])
             out["pss"], out["processes"] = common.pss_mb(procs), len(procs)
             out["list"] = [_list_ms(srv) for _ in range(lists)]
-            out.update(_measure(procs, window))
+            out.update(_measure(procs, window, settle))
     return out
 
 
@@ -69,7 +70,7 @@ PEERS = {"APScheduler 3": ["idle-aps"], "schedule + sleep(1)": ["idle-schedule",
          "schedule + idle_seconds": ["idle-schedule", "idle"]}
 
 
-def peer(name: str, n: int, starts: int, window: float, lists: int) -> dict:
+def peer(name: str, n: int, starts: int, window: float, lists: int, settle: float = SETTLE) -> dict:
     out: dict = {"startup": []}
     mode, *extra = PEERS[name]
     for i in range(starts):
@@ -84,7 +85,7 @@ def peer(name: str, n: int, starts: int, window: float, lists: int) -> dict:
                 out["startup"].append(time.perf_counter() - began)
                 if i:
                     continue
-                time.sleep(SETTLE)
+                time.sleep(settle)
                 procs = common.family(proc.pid)
                 out["rss"] = common.rss_mb(procs)
                 out["pss"], out["processes"] = common.pss_mb(procs), len(procs)
@@ -93,7 +94,7 @@ def peer(name: str, n: int, starts: int, window: float, lists: int) -> dict:
                     proc.stdin.write("list\n")
                     proc.stdin.flush()
                     out["list"].append(json.loads(proc.stdout.readline())["ms"])
-                out.update(_measure(procs, window))
+                out.update(_measure(procs, window, settle))
             finally:
                 watchdog.cancel()
     return out
@@ -101,19 +102,20 @@ def peer(name: str, n: int, starts: int, window: float, lists: int) -> dict:
 
 def run(tmp: Path, quick: bool) -> str:
     sizes = (1000,) if quick else (10_000, 100_000)
-    window, starts = (2.0, 1) if quick else (20.0, 3)
+    window, starts = (1.0, 1) if quick else (20.0, 3)
+    settle = QUICK_SETTLE if quick else SETTLE
     names = ["ours", *PEERS]
     print("  idle: 0 tasks (memory floor)", flush=True)
-    zero = {"ours": ours(tmp / "ours-0", 0, 1, 0, 0)}
-    zero.update({name: peer(name, 0, 1, 0, 0) for name in PEERS})
+    zero = {"ours": ours(tmp / "ours-0", 0, 1, 0, 0, settle)}
+    zero.update({name: peer(name, 0, 1, 0, 0, settle) for name in PEERS})
     got = {}
     for n in sizes:
         lists = 3 if n >= 100_000 else 5
         print(f"  idle: ours, {n:,} tasks", flush=True)
-        got[("ours", n)] = ours(tmp / f"ours-{n}", n, starts, window, lists)
+        got[("ours", n)] = ours(tmp / f"ours-{n}", n, starts, window, lists, settle)
         for name in PEERS:
             print(f"  idle: {name}, {n:,} tasks", flush=True)
-            got[(name, n)] = peer(name, n, starts, window, lists)
+            got[(name, n)] = peer(name, n, starts, window, lists, settle)
     rows = [("0 tasks: RSS MB, whole process tree", *[zero[k]["rss"] for k in names]),
             ("0 tasks: start-up s", *[zero[k]["startup"][0] for k in names])]
     for n in sizes:
