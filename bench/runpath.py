@@ -33,7 +33,9 @@ starts the job with a plain ``Popen``, no ``preexec_fn``). The job is
 ``/bin/sh -c 'echo ok'``: the shell's built-in ``echo`` gives a first byte without a second
 exec. Runs come one at a time (10 tasks ``every 1 second``, slots 100 ms apart), so every
 figure is one run alone on a warm worker; runs that found the worker still busy with the
-previous one are counted in the notes.
+previous one are counted in the notes. A last configuration, ``full, bursts of 10``, puts
+all ten slots on the same second: the runs queue behind the one worker (the hand-off then
+includes the wait), and the steps show what a run costs when it follows another closely.
 """
 
 from __future__ import annotations
@@ -60,12 +62,16 @@ from .common import PY, median, pct  # noqa: E402
 LAYERS_ENV = "TASK_SCHEDULER_DISABLE_LAYERS"
 MARKS_ENV = "BENCH_RUNPATH_MARKS"
 LAYERS = ("cgroups", "namespaces", "landlock", "seccomp", "capabilities")
-CONFIGS = {"full": (), **{f"no {name}": (name,) for name in LAYERS}, "none": LAYERS}
+SPACING = 0.1  # seconds between two tasks' slots: each run is alone on the worker
+# name → (layers switched off, seconds between two tasks' slots). The burst (all ten tasks
+# due on the same second, queued behind the one worker) shows what a step costs when runs
+# follow each other closely: some kernel costs are paid once per burst, not per run.
+CONFIGS = {"full": ((), SPACING), **{f"no {name}": ((name,), SPACING) for name in LAYERS},
+           "none": (LAYERS, SPACING), "full, bursts of 10": ((), 0.0)}
 QUICK_CONFIGS = ("full", "none")
 COMMAND = "echo ok"
 TASKS = 10
-SPACING = 0.1  # seconds between two tasks' slots: each run is alone on the worker
-LEAD = 1.0     # seconds between the scheduler starting and the first slot
+LEAD = 1.0  # seconds between the scheduler starting and the first slot
 
 POLICY = """\
 version: 1
@@ -215,6 +221,9 @@ class _Probes:
 
 
 def _instrument_server(scheduler, store, pool, probes: _Probes) -> None:
+    """Wrap the fire callback, the store writes, the pool's submit and seats' pipes, and the
+    launcher's callbacks (instance attributes, set before ``scheduler.open()`` hands the
+    callbacks out)."""
     fire, launcher = scheduler._fire, scheduler._launcher
     on_started, on_result = launcher.on_started, launcher.on_result
     insert_run = store.insert_run
@@ -246,7 +255,6 @@ def _instrument_server(scheduler, store, pool, probes: _Probes) -> None:
 
     def timed_result(result) -> None:
         run = probes.local.ctx = probes.for_run(result.run_id)
-        run["result"] = now_ns()
         try:
             on_result(result)
         finally:
@@ -314,8 +322,9 @@ class _ServerConn:
         self._conn.close()
 
 
-def harness(base: Path, runs: int, out: Path) -> None:
-    """Run ``runs`` scheduled runs through the real stack; write every run's marks to ``out``."""
+def harness(base: Path, runs: int, out: Path, spacing: float = SPACING) -> None:
+    """Run ``runs`` scheduled runs through the real stack (TASKS tasks every second, their
+    slots ``spacing`` seconds apart); write every run's marks to ``out``."""
     import sandbox.pool
     from policies import TaskType
     from policies.source import PolicySource
@@ -348,9 +357,9 @@ def harness(base: Path, runs: int, out: Path) -> None:
         first = time.time() + LEAD
         for i in range(TASKS):
             scheduler.create(f"run-{i}", TaskSpec(task_type=TaskType.COMMAND, interval="every 1 second",
-                                                  command=COMMAND, start_at=first + i * SPACING))
+                                                  command=COMMAND, start_at=first + i * spacing))
         scheduler.start()
-        deadline = time.monotonic() + LEAD + runs * SPACING * 3 + 30
+        deadline = time.monotonic() + LEAD + runs / TASKS * 3 + 30
         with probes.done:
             while probes.recorded < runs and time.monotonic() < deadline:
                 probes.done.wait(1.0)
@@ -608,7 +617,8 @@ def report(results: dict[str, dict], runs: int) -> str:
         lines.append(f"| **{name}** | total | " + " | ".join(
             _cell(analysed[c][0].get(name, [])) for c in names) + " |")
     notes = [f"{runs} runs per configuration of `/bin/sh -c '{COMMAND}'` as a scheduled command "
-             f"task ({TASKS} tasks every 1 s, slots {SPACING * 1000:.0f} ms apart), one worker; "
+             f"task ({TASKS} tasks every 1 s, slots {SPACING * 1000:.0f} ms apart but for the "
+             "bursts), one worker; "
              "each configuration is a fresh process running the product's store, scheduler, "
              "dispatcher, launcher and pool (no HTTP).",
              "*critical*: between the due time and `exec`; the other steps happen while the job "
@@ -643,10 +653,11 @@ def run(tmp: Path, quick: bool) -> str:
         out = base / "runs.json"
         print(f"  runpath: {name}, {runs} runs", flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_SCHEDULER_")}
-        env[LAYERS_ENV] = ",".join(CONFIGS[name])
-        with common.child([PY, "-m", "bench.runpath", "harness", str(base), str(runs), str(out)],
-                          env=env) as proc:
-            code = proc.wait(timeout=LEAD + runs * SPACING * 3 + 120)
+        layers, spacing = CONFIGS[name]
+        env[LAYERS_ENV] = ",".join(layers)
+        argv = [PY, "-m", "bench.runpath", "harness", str(base), str(runs), str(out), str(spacing)]
+        with common.child(argv, env=env) as proc:
+            code = proc.wait(timeout=LEAD + runs / TASKS * 3 + 120)
         if code != 0 or not out.exists():
             raise RuntimeError(f"runpath harness ({name}) failed with exit code {code}")
         results[name] = json.loads(out.read_text())
@@ -662,8 +673,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("base", type=Path)
     parser.add_argument("runs", type=int)
     parser.add_argument("out", type=Path)
+    parser.add_argument("spacing", type=float, nargs="?", default=SPACING)
     args = parser.parse_args(argv)
-    harness(args.base, args.runs, args.out)
+    harness(args.base, args.runs, args.out, args.spacing)
 
 
 if __name__ == "__main__":
