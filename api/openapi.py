@@ -174,6 +174,7 @@ def _responses() -> dict[str, Schema]:
             "workers": _obj({"alive": INT, "configured": INT}),
             "runs": _obj({"active": INT, "queued": INT}),
             "isolation": {"type": "array", "items": STR}, "isolation_level": _nullable(STR),
+            "cgroup_layout": _nullable(STR),
             "policy": _obj({"path": STR, "loaded_at": TIME_OR_NULL, "error": _nullable(STR)})}),
         "validate": _obj({"status": ok, "message": STR, "interval": STR,
                           "next_runs": {"type": "array", "items": TIME}}),
