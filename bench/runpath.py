@@ -47,6 +47,7 @@ import importlib
 import json
 import os
 import pickle
+import resource
 import sys
 import threading
 import time
@@ -88,6 +89,13 @@ rate_limits:
 
 def now_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def cpu_ns() -> tuple[int, int]:
+    """CPU time (user + system, ns) of this process, and of its reaped descendants."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return (round((own.ru_utime + own.ru_stime) * 1e9),
+            round((children.ru_utime + children.ru_stime) * 1e9))
 
 
 # -- the steps ----------------------------------------------------------------------------
@@ -145,6 +153,9 @@ TOTALS = (
     ("worker busy per run (request in → result out)", "recv", "done"),
 )
 
+CPU = (("CPU of the worker per run", "cpu_worker"),
+       ("CPU of the run's processes (init, job)", "cpu_children"))
+
 
 def _span(marks: dict, start: str, end: str) -> float | None:
     if start in marks and end in marks:
@@ -181,6 +192,9 @@ def steps_of(marks: dict) -> dict[str, float]:
         value = _span(marks, start, end)
         if value is not None:
             out[name] = value
+    for name, key in CPU:
+        if key in marks:
+            out[name] = marks[key] / 1e6
     return out
 
 
@@ -358,12 +372,14 @@ def harness(base: Path, runs: int, out: Path, spacing: float = SPACING) -> None:
         for i in range(TASKS):
             scheduler.create(f"run-{i}", TaskSpec(task_type=TaskType.COMMAND, interval="every 1 second",
                                                   command=COMMAND, start_at=first + i * spacing))
+        cpu_before = cpu_ns()[0]
         scheduler.start()
         deadline = time.monotonic() + LEAD + runs / TASKS * 3 + 30
         with probes.done:
             while probes.recorded < runs and time.monotonic() < deadline:
                 probes.done.wait(1.0)
         scheduler.stop()
+        server_cpu = (cpu_ns()[0] - cpu_before) / max(probes.recorded, 1) / 1e6
         isolation = pool.isolation()
     finally:
         policy.stop_watching()
@@ -380,7 +396,7 @@ def harness(base: Path, runs: int, out: Path, spacing: float = SPACING) -> None:
             continue
         records.append({"run_id": run_id, "status": server.pop("status"),
                         "marks": {**worker_marks[run_id], **server}})
-    out.write_text(json.dumps({"isolation": isolation, "runs": records[:runs],
+    out.write_text(json.dumps({"isolation": isolation, "runs": records[:runs], "server_cpu": server_cpu,
                                "request": _pickle_cost(probes.request)}))
 
 
@@ -412,6 +428,7 @@ class _WorkerProbes:
         os.set_blocking(self.read_fd, False)
         self.marks: dict[str, int] = {}
         self.run_id: int | None = None
+        self.cpu: tuple[int, int] | None = None
 
     def mark(self, label: str) -> None:
         t = now_ns()
@@ -459,11 +476,16 @@ class _Conn:
             self._probes.drain()  # what the isolation probe's throwaway child left
             self._probes.marks = {"recv": t}
             self._probes.run_id = message[1].run_id
+            self._probes.cpu = cpu_ns()
         return message
 
     def send(self, message) -> None:
         if message and message[0] in ("started", "done"):
             self._probes.mark(message[0])
+        if message and message[0] == "done" and self._probes.cpu is not None:
+            worker, children = cpu_ns()
+            self._probes.marks["cpu_worker"] = worker - self._probes.cpu[0]
+            self._probes.marks["cpu_children"] = children - self._probes.cpu[1]
         self._conn.send(message)
         if message and message[0] == "done":
             self._probes.flush(self._path)
@@ -616,6 +638,12 @@ def report(results: dict[str, dict], runs: int) -> str:
     for name, _, _ in TOTALS:
         lines.append(f"| **{name}** | total | " + " | ".join(
             _cell(analysed[c][0].get(name, [])) for c in names) + " |")
+    for name, _ in CPU:
+        lines.append(f"| {name} | CPU | " + " | ".join(
+            _cell(analysed[c][0].get(name, [])) for c in names) + " |")
+    lines.append("| CPU of the server per run (dispatcher, store, pool; mean) | CPU | " + " | ".join(
+        _ms(results[c]["server_cpu"]) if results[c].get("server_cpu") is not None else "—"
+        for c in names) + " |")
     notes = [f"{runs} runs per configuration of `/bin/sh -c '{COMMAND}'` as a scheduled command "
              f"task ({TASKS} tasks every 1 s, slots {SPACING * 1000:.0f} ms apart but for the "
              "bursts), one worker; "
