@@ -23,7 +23,9 @@ with probes that take a ``CLOCK_MONOTONIC`` timestamp on the way in and out:
 
 The due time is wall clock (as the scheduler's slots are); the fire callback takes the
 wall clock and the monotonic clock together, which places the due time on the monotonic
-clock with microsecond precision. A probe costs about a microsecond.
+clock with microsecond precision. A probe costs about a microsecond. The worker also takes
+its own and its reaped children's CPU time (``getrusage``) as a request arrives and as its
+result leaves, and the harness its own over all runs: the CPU a run costs on each side.
 
 Each configuration is a fresh harness process: ``full`` (whatever this machine offers),
 then one layer switched off at a time by the worker's detected isolation, as the
