@@ -353,7 +353,7 @@ def harness(base: Path, runs: int, out: Path, spacing: float = SPACING) -> None:
     for path in (workspace, data, marks_dir):
         path.mkdir(parents=True, exist_ok=True)
     policy_path = base / "allowed.yaml"
-    policy_path.write_text(POLICY.format(workspace=workspace))
+    policy_path.write_text(POLICY.format(workspace=json.dumps(str(workspace))))  # a quoted YAML scalar
     os.environ[MARKS_ENV] = str(marks_dir)
     # The pool spawns this entry instead; by its importable name, not as __main__'s.
     sandbox.pool.worker_main = importlib.import_module("bench.runpath").instrumented_worker
@@ -678,7 +678,7 @@ def run(tmp: Path, quick: bool) -> str:
     configs = QUICK_CONFIGS if quick else tuple(CONFIGS)
     results = {}
     for name in configs:
-        base = tmp / name.replace(" ", "-")
+        base = tmp / "".join(c if c.isalnum() else "-" for c in name)
         base.mkdir(parents=True, exist_ok=True)
         out = base / "runs.json"
         print(f"  runpath: {name}, {runs} runs", flush=True)
