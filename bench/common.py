@@ -128,6 +128,15 @@ def rss_mb(procs: Iterable[psutil.Process]) -> float:
     return total / 2**20
 
 
+def pss_mb(procs: Iterable[psutil.Process]) -> float:
+    """Proportional set size of the processes together: each shared page counted once."""
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
+    return total / 2**20
+
+
 def settle(pid: int, timeout: float = 60.0, busy: float = 0.05) -> None:
     """Wait (at most ``timeout`` s) until the process tree uses under ``busy`` of a core:
     a server still working through requests queued by the last load must not count

@@ -1,9 +1,14 @@
 """The baselines, each run as its own process by the benchmarks (``python -m bench.peers``).
 
     lateness-schedule PLAN OUT   the `schedule` library's usual run_pending(); sleep(1) loop
+    lateness-schedule-idle PLAN OUT
+                                 the same, sleeping schedule.idle_seconds() instead of 1 s
     lateness-aps PLAN OUT        APScheduler 3 BackgroundScheduler (misfire grace off)
     idle-aps N SEED              APScheduler 3 holding N hourly interval jobs (MemoryJobStore);
                                  prints "ready", then answers "list" lines on stdin until EOF
+    idle-schedule N SEED LOOP    the `schedule` library holding N hourly jobs, its loop
+                                 (LOOP: sleep1 or idle) in the main thread; "ready" and
+                                 "list" as idle-aps (answered by a thread reading stdin)
 
 A lateness PLAN is JSON: {"tasks": [{"id", "interval", "first"}], "end", "command"}: each
 task is due at first + k * interval. Jobs launch the same `/bin/sh -c COMMAND` the server
@@ -16,12 +21,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+
+MAX_PAUSE = 3600.0
 
 
 def _launch(command: str) -> float:
@@ -36,7 +44,25 @@ def _sleep_until(t: float) -> None:
         time.sleep(min(left, 0.5))
 
 
-def lateness_schedule(plan: dict, out: str) -> None:
+def _schedule_loop(loop: str, deadline: float) -> None:
+    """The `schedule` library's documented loops until ``deadline``: ``sleep1`` is
+    run_pending(); sleep(1), ``idle`` sleeps until the next job is due (idle_seconds)."""
+    import schedule
+
+    while time.time() < deadline:
+        schedule.run_pending()
+        if loop == "sleep1":
+            time.sleep(1)
+            continue
+        idle = schedule.idle_seconds()
+        # Capped by the deadline, so that the process ends, and by MAX_PAUSE (no jobs at
+        # all, or an endless deadline), since sleep() needs a finite time.
+        pause = min(MAX_PAUSE if idle is None else idle, deadline - time.time(), MAX_PAUSE)
+        if pause > 0:
+            time.sleep(pause)
+
+
+def lateness_schedule(plan: dict, out: str, loop: str = "sleep1") -> None:
     import schedule
 
     records, command = [], plan["command"]
@@ -49,10 +75,7 @@ def lateness_schedule(plan: dict, out: str) -> None:
         job = schedule.every(task["interval"]).seconds.do(lambda: None)
         job.job_func = functools.partial(fire, task["id"], job)
         job.next_run = datetime.fromtimestamp(task["first"])  # naive local, as schedule keeps it
-    deadline = plan["end"] + 1.5
-    while time.time() < deadline:  # the usual loop
-        schedule.run_pending()
-        time.sleep(1)
+    _schedule_loop(loop, plan["end"] + 1.5)
     schedule.clear()
     with open(out, "w") as f:
         json.dump(records, f)
@@ -108,27 +131,59 @@ def _noop(command: str) -> None:
     pass
 
 
-def idle_aps(n: int, seed: int) -> None:
-    from apscheduler.schedulers.background import BackgroundScheduler
-
+def _first_slots(n: int, seed: int) -> list[float]:
+    """The same first slots as bench.common.populate gives our tasks (seconds from now)."""
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
-    sched = BackgroundScheduler(job_defaults={"misfire_grace_time": None})
-    for i in range(n):  # the same first slots as bench.common.populate gives our tasks
-        sched.add_job(_noop, "interval", hours=1, id=f"task-{i:06d}", args=("true",),
-                      start_date=now + timedelta(seconds=rng.uniform(300.0, 3600.0)))
-    sched.start()
-    print("ready", flush=True)
+    return [rng.uniform(300.0, 3600.0) for _ in range(n)]
+
+
+def _answer_lists(jobs_as_dicts) -> None:
+    """Answer each "list" line on stdin with the time to build the jobs' JSON, until EOF."""
     for line in sys.stdin:
         if line.strip() != "list":
             continue
-        began = time.perf_counter()  # what `list` does: every job as a dict, as JSON
-        jobs = [{"id": j.id, "trigger": str(j.trigger), "args": list(j.args),
-                 "next_run": j.next_run_time.isoformat() if j.next_run_time else None}
-                for j in sched.get_jobs()]
+        began = time.perf_counter()
+        jobs = jobs_as_dicts()
         body = json.dumps({"status": "success", "tasks": jobs, "count": len(jobs)})
         print(json.dumps({"ms": (time.perf_counter() - began) * 1000, "bytes": len(body)}),
               flush=True)
+
+
+def idle_schedule(n: int, seed: int, loop: str) -> None:
+    import schedule
+
+    now = time.time()
+    for i, offset in enumerate(_first_slots(n, seed)):
+        job = schedule.every(1).hours.do(_noop, "true").tag(f"task-{i:06d}")
+        job.next_run = datetime.fromtimestamp(now + offset)  # naive local, as schedule keeps it
+    print("ready", flush=True)
+
+    def jobs_as_dicts() -> list[dict]:
+        return [{"id": next(iter(j.tags)), "interval": f"every {j.interval} {j.unit}",
+                 "args": list(j.job_func.args), "next_run": j.next_run.isoformat()}
+                for j in schedule.get_jobs()]
+
+    # stdin closing (the benchmark is done) ends the process, whatever the loop is doing.
+    reader = threading.Thread(target=lambda: (_answer_lists(jobs_as_dicts), os._exit(0)),
+                              daemon=True)
+    reader.start()
+    _schedule_loop(loop, float("inf"))
+
+
+def idle_aps(n: int, seed: int) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    now = datetime.now(timezone.utc)
+    sched = BackgroundScheduler(job_defaults={"misfire_grace_time": None})
+    for i, offset in enumerate(_first_slots(n, seed)):
+        sched.add_job(_noop, "interval", hours=1, id=f"task-{i:06d}", args=("true",),
+                      start_date=now + timedelta(seconds=offset))
+    sched.start()
+    print("ready", flush=True)
+    # What `list` does: every job as a dict, as JSON.
+    _answer_lists(lambda: [{"id": j.id, "trigger": str(j.trigger), "args": list(j.args),
+                            "next_run": j.next_run_time.isoformat() if j.next_run_time else None}
+                           for j in sched.get_jobs()])
     sched.shutdown(wait=False)
 
 
@@ -136,10 +191,14 @@ def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "lateness-schedule":
         lateness_schedule(json.load(open(argv[1])), argv[2])
+    elif mode == "lateness-schedule-idle":
+        lateness_schedule(json.load(open(argv[1])), argv[2], loop="idle")
     elif mode == "lateness-aps":
         lateness_aps(json.load(open(argv[1])), argv[2])
     elif mode == "idle-aps":
         idle_aps(int(argv[1]), int(argv[2]))
+    elif mode == "idle-schedule":
+        idle_schedule(int(argv[1]), int(argv[2]), argv[3])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
