@@ -15,6 +15,7 @@ from typing import Any
 from policies.source import PolicySource
 from scheduler.models import Task, TaskSpec
 from scheduler.service import Scheduler
+from scheduler.waiting import RunWaits
 
 from . import requests as rq
 from . import responses as rs
@@ -27,6 +28,7 @@ class Context:
 
     scheduler: Scheduler
     policy: PolicySource
+    waits: RunWaits | None = None
 
 
 Handler = Callable[[Context, Any], Any]
@@ -99,13 +101,29 @@ def resume(ctx: Context, request: rq.ResumeRequest) -> rs.PausedResponse:
 
 def run(ctx: Context, request: rq.RunRequest) -> rs.RunResponse:
     run_id = ctx.scheduler.run_now(request.task_id)
-    return rs.RunResponse(status="success",
-                          message=f"Task '{request.task_id}' is running now (run {run_id})",
-                          task_id=request.task_id, run_id=run_id)
+    message = f"Task '{request.task_id}' is running now (run {run_id})"
+    if request.wait_seconds is None or ctx.waits is None:
+        return rs.RunResponse(status="success", message=message, task_id=request.task_id,
+                              run_id=run_id)
+    record, admitted = ctx.waits.wait(run_id, request.wait_seconds)
+    finished = record.status.is_final
+    if finished:
+        message = f"Run {run_id} of task '{request.task_id}' ended: {record.status.value}"
+    elif request.wait_seconds > 0 and not admitted:
+        message += (f"; not waited for: {ctx.waits.capacity} clients are already waiting, "
+                    "which is this server's limit. Read the result later with 'output' "
+                    f"(run_id {run_id}) or 'runs' with after_run_id")
+    elif request.wait_seconds > 0:
+        message += (f"; still {record.status.value} after {request.wait_seconds:g} s. Read "
+                    f"the result later with 'output' (run_id {run_id})")
+    return rs.RunResponse(status="success", message=message, task_id=request.task_id,
+                          run_id=run_id, run=run_view(record, full_output=True),
+                          finished=finished)
 
 
 def runs(ctx: Context, request: rq.RunsRequest) -> rs.RunsResponse:
-    records = [run_view(r) for r in ctx.scheduler.runs(request.task_id, request.limit)]
+    records = [run_view(r) for r in ctx.scheduler.runs(request.task_id, request.limit,
+                                                         after_run_id=request.after_run_id)]
     return rs.RunsResponse(status="success", runs=records, count=len(records))
 
 
