@@ -113,16 +113,17 @@ def _types_text(view: PolicyView | None) -> str:
         f"{t.value} takes {_TYPE_USES[t]}" for t in TaskType if t.value in allowed) + "."
 
 
-def description(tool: ToolSpec, view: PolicyView | None) -> str:
-    """What an agent reads about ``tool``; ``view`` None: the policy could not be read."""
+def description(tool: ToolSpec, view: PolicyView | None, unavailable: str = "") -> str:
+    """What an agent reads about ``tool``; ``view`` None: the policy could not be read
+    (``unavailable`` says why)."""
     parts = [tool.summary]
     if tool.action in ("create", "update"):
         parts += [SCHEDULE_FORMS, _types_text(view),
                   'Example: {"task_id": "disk-report", "type": "command", "interval": '
                   '"every 10 minutes", "command": "df -h"}.']
     if tool.action in ("create", "update", "run"):
-        parts.append(view.text() if view else "The policy in force could not be read "
-                     "(server not reachable); scheduler_status shows its state.")
+        parts.append(view.text() if view else "The policy in force could not be read. "
+                     + unavailable)
     if tool.action == "validate":
         parts.append(SCHEDULE_FORMS)
     parts.append("Refusals are tool errors with 'code' (stable, e.g. invalid_interval, "
@@ -130,9 +131,9 @@ def description(tool: ToolSpec, view: PolicyView | None) -> str:
     return " ".join(parts)
 
 
-def tool_list(view: PolicyView | None) -> list[types.Tool]:
+def tool_list(view: PolicyView | None, *, unavailable: str = "") -> list[types.Tool]:
     """The 14 tools, their descriptions as of ``view``."""
-    return [types.Tool(name=tool.name, description=description(tool, view),
+    return [types.Tool(name=tool.name, description=description(tool, view, unavailable),
                        input_schema=request_schema(tool.action, with_action=False),
                        annotations=types.ToolAnnotations(read_only_hint=tool.read_only,
                                                          destructive_hint=not tool.read_only,
