@@ -201,3 +201,20 @@ def test_waiting_clients_are_bounded_and_do_not_starve_the_server(make_server):
     assert all("already waiting" in r["message"] and t < 2.5 for r, t in refused)
     for body, _ in results:
         server.wait_run(body["run_id"])
+
+
+@pytest.mark.slow
+def test_mcp_and_http_clients_together(make_server):
+    """20 MCP clients and 20 HTTP clients, 20 calls each, at once: nothing 5xx, every MCP
+    call answered; /schedule's throughput with and without the MCP load is printed."""
+    from bench.mcp_call import load
+
+    server = make_server(extra_args=("--threads", "32"))
+    server.post("create", task_id="load", type="command", interval="every 1 hour",
+                command="true")
+    alone = load(server.url, http_clients=20, mcp_clients=0, calls=20)
+    mixed = load(server.url, http_clients=20, mcp_clients=20, calls=20)
+    assert set(alone["statuses"]) == {200} and set(mixed["statuses"]) == {200}, mixed
+    assert mixed["mcp_failures"] == []
+    print(f"/schedule list: {alone['http_rps']:.0f} req/s alone, "
+          f"{mixed['http_rps']:.0f} req/s beside 20 MCP clients")
