@@ -35,8 +35,9 @@ class Backend(Protocol):
         """The tools with their descriptions as of now."""
 
 
-def build_server(backend: Backend, *, version: str = "") -> Server:
-    """A low-level MCP server whose 14 tools call ``backend``."""
+def build_server(backend: Backend, *, version: str = "", listen: Any = None) -> Server:
+    """A low-level MCP server whose 14 tools call ``backend``; ``listen`` serves
+    ``subscriptions/listen`` (change notifications) where the transport can carry them."""
 
     async def list_tools(ctx, params) -> types.ListToolsResult:
         return types.ListToolsResult(tools=await backend.list_tools(ctx.request))
@@ -48,5 +49,9 @@ def build_server(backend: Backend, *, version: str = "") -> Server:
         status, body = await backend.call(tools.request_body(tool, params.arguments), ctx.request)
         return tools.result(body, error=status >= 400 or body.get("status") == "error")
 
+    # get_tool_input_schema: the transport checks a call's parameter headers against the
+    # tool's schema; without it the SDK would build the whole tool list for every call.
     return Server(NAME, version=version, instructions=INSTRUCTIONS,
-                  on_list_tools=list_tools, on_call_tool=call_tool)
+                  get_tool_input_schema=tools.input_schema,
+                  on_list_tools=list_tools, on_call_tool=call_tool,
+                  on_subscriptions_listen=listen)

@@ -4,9 +4,10 @@ An agent host starts this as its MCP server process. It reads ``TASK_SCHEDULER_U
 (default ``http://127.0.0.1:10800``) and ``TASK_SCHEDULER_TOKEN`` and forwards every tool
 call to that server's ``POST /schedule``; it never opens the store, the policy or the pool,
 so it may run as any user and in any directory. The tool list (whose descriptions carry
-the policy in force) is the server's own, read from its ``/mcp`` on each listing. When the
-server cannot be reached, the tools are still listed and every call answers a tool error
-(``server_unreachable``) that says how to start the server.
+the policy in force) is the server's own, read from its ``/mcp`` on each listing; a client
+listening for changes (``subscriptions/listen``) is told when the server's policy is
+reloaded. When the server cannot be reached, the tools are still listed and every call
+answers a tool error (``server_unreachable``) that says how to start the server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.subscriptions import ToolsListChanged
 
 from ..tsctl.client import DEFAULT_TIMEOUT, DEFAULT_URL, ClientError, ServerRefused, Unreachable
 from ..tsctl.client import Client as HttpClient
@@ -29,6 +32,7 @@ from .server import build_server
 
 log = logging.getLogger(__name__)
 LIST_TIMEOUT = 10.0
+POLICY_POLL_SECONDS = 2.0  # one `status` request: cheap enough to ask often
 
 
 def start_hint(url: str) -> str:
@@ -79,10 +83,36 @@ class HttpBackend:
             return tools.tool_list(None, unavailable=start_hint(self.url))
 
 
+    async def policy_state(self) -> tuple[bool, Any]:
+        """Whether the server answers, and when its policy was loaded."""
+        status, body = await self.call({"action": "status"}, None)
+        return status < 500, (body.get("policy") or {}).get("loaded_at")
+
+
+async def watch_policy(backend: HttpBackend, bus: InMemorySubscriptionBus,
+                       every: float = POLICY_POLL_SECONDS) -> None:
+    """Tell listening clients that the tools changed when the server's policy is reloaded
+    (their descriptions carry it) or the server becomes reachable or unreachable."""
+    last = await backend.policy_state()
+    while True:
+        await anyio.sleep(every)
+        state = await backend.policy_state()
+        if state != last:
+            await bus.publish(ToolsListChanged())
+        last = state
+
+
 async def serve(url: str, token: str | None) -> None:
-    server = build_server(HttpBackend(url, token))
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
+    backend = HttpBackend(url, token)
+    bus = InMemorySubscriptionBus()
+    # Change notifications reach clients of protocol versions that have subscriptions/listen;
+    # older ones see the policy in force at each listing.
+    server = build_server(backend, listen=ListenHandler(bus))
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch_policy, backend, bus)
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        group.cancel_scope.cancel()
 
 
 def main() -> None:

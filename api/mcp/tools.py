@@ -11,6 +11,7 @@ refusal is a tool error whose structured content is the HTTP error envelope (``c
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -131,10 +132,22 @@ def description(tool: ToolSpec, view: PolicyView | None, unavailable: str = "") 
     return " ".join(parts)
 
 
+@functools.cache
+def _schema(action: str) -> dict[str, Any]:
+    return request_schema(action, with_action=False)
+
+
+def input_schema(name: str) -> dict[str, Any] | None:
+    """The input schema of tool ``name`` (None: no such tool). Built once per process: the
+    models do not change while it runs. Callers must not modify it."""
+    tool = BY_NAME.get(name)
+    return None if tool is None else _schema(tool.action)
+
+
 def tool_list(view: PolicyView | None, *, unavailable: str = "") -> list[types.Tool]:
     """The 14 tools, their descriptions as of ``view``."""
     return [types.Tool(name=tool.name, description=description(tool, view, unavailable),
-                       input_schema=request_schema(tool.action, with_action=False),
+                       input_schema=_schema(tool.action),
                        annotations=types.ToolAnnotations(read_only_hint=tool.read_only,
                                                          destructive_hint=not tool.read_only,
                                                          open_world_hint=False))

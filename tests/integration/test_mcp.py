@@ -10,6 +10,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import pytest
 import requests
 
@@ -117,9 +118,12 @@ def test_stdio_round_trip_and_policy_change(make_server):
     async def scenario():
         async with stdio_client(server.url, token="s3cret") as client:
             seen = await _session(client)
-            server.policy_path.write_text(POLICY_TEMPLATE.format(
-                workspace=server.workspace, timeout=77, max_output_kb=1024,
-                runs_per_minute=100000, max_tasks=100000, requests_per_minute=1000000))
+            async with client.listen(tools_list_changed=True) as changes:
+                server.policy_path.write_text(POLICY_TEMPLATE.format(
+                    workspace=server.workspace, timeout=77, max_output_kb=1024,
+                    runs_per_minute=100000, max_tasks=100000, requests_per_minute=1000000))
+                with anyio.fail_after(30):
+                    seen["event"] = await anext(changes)
 
             async def refreshed():
                 for _ in range(200):
@@ -134,6 +138,7 @@ def test_stdio_round_trip_and_policy_change(make_server):
     _check_tools(seen["tools"])
     assert "timeout_seconds 60" in seen["tools"]["create_task"].description
     assert seen["refreshed"], "the policy change did not reach the create_task description"
+    assert type(seen["event"]).__name__ == "ToolsListChanged"
 
 
 def test_stdio_without_a_server_answers_how_to_start_it(tmp_path):
