@@ -101,21 +101,22 @@ def resume(ctx: Context, request: rq.ResumeRequest) -> rs.PausedResponse:
 
 def run(ctx: Context, request: rq.RunRequest) -> rs.RunResponse:
     run_id = ctx.scheduler.run_now(request.task_id)
-    message = f"Task '{request.task_id}' is running now (run {run_id})"
-    if request.wait_seconds is None or ctx.waits is None:
-        return rs.RunResponse(status="success", message=message, task_id=request.task_id,
-                              run_id=run_id)
-    record, admitted = ctx.waits.wait(run_id, request.wait_seconds)
+    wait = request.wait_seconds
+    if wait > 0 and ctx.waits is not None:
+        record, admitted = ctx.waits.wait(run_id, wait)
+    else:
+        record, admitted = ctx.scheduler.run(run_id), True
     finished = record.status.is_final
+    message = f"Task '{request.task_id}' is running now (run {run_id})"
     if finished:
         message = f"Run {run_id} of task '{request.task_id}' ended: {record.status.value}"
-    elif request.wait_seconds > 0 and not admitted:
+    elif not admitted:
         message += (f"; not waited for: {ctx.waits.capacity} clients are already waiting, "
                     "which is this server's limit. Read the result later with 'output' "
                     f"(run_id {run_id}) or 'runs' with after_run_id")
-    elif request.wait_seconds > 0:
-        message += (f"; still {record.status.value} after {request.wait_seconds:g} s. Read "
-                    f"the result later with 'output' (run_id {run_id})")
+    elif wait > 0:
+        message += (f"; still {record.status.value} after {wait:g} s. Read the result later "
+                    f"with 'output' (run_id {run_id})")
     return rs.RunResponse(status="success", message=message, task_id=request.task_id,
                           run_id=run_id, run=run_view(record, full_output=True),
                           finished=finished)

@@ -230,10 +230,10 @@ class ResumeRequest(TaskRequest):
 
 class RunRequest(TaskRequest):
     action: Literal["run"]
-    wait_seconds: _field(Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)]
-                         | None, f"a number of seconds from 0 to {MAX_WAIT_SECONDS}: how long "
+    wait_seconds: _field(Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)],
+                         f"a number of seconds from 0 to {MAX_WAIT_SECONDS}: how long "
                          "to wait for the run to end before answering (default 0: answer at "
-                         "once); the answer then holds the run's record") = None
+                         "once); the answer holds the run's record as of then") = 0
 
 
 class RunsRequest(Request):

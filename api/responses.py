@@ -7,7 +7,7 @@ Keys are a contract: a response may gain keys, never lose or rename one.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Literal
 
 from typing_extensions import TypedDict  # pydantic reads its annotations on Python 3.11
 
@@ -135,8 +135,8 @@ class RunResponse(TypedDict):
     message: str
     task_id: str
     run_id: int
-    run: NotRequired[Run]
-    finished: NotRequired[bool]
+    run: Run
+    finished: bool
 
 
 class RunsResponse(TypedDict):
