@@ -15,6 +15,7 @@ from typing import Any
 from policies.source import PolicySource
 from scheduler.models import Task, TaskSpec
 from scheduler.service import Scheduler
+from scheduler.waiting import RunWaits
 from scheduler.zones import zone_name
 
 from . import requests as rq
@@ -28,6 +29,7 @@ class Context:
 
     scheduler: Scheduler
     policy: PolicySource
+    waits: RunWaits | None = None
 
 
 Handler = Callable[[Context, Any], Any]
@@ -107,13 +109,30 @@ def resume(ctx: Context, request: rq.ResumeRequest) -> rs.PausedResponse:
 
 def run(ctx: Context, request: rq.RunRequest) -> rs.RunResponse:
     run_id = ctx.scheduler.run_now(request.task_id)
-    return rs.RunResponse(status="success",
-                          message=f"Task '{request.task_id}' is running now (run {run_id})",
-                          task_id=request.task_id, run_id=run_id)
+    wait = request.wait_seconds
+    if wait > 0 and ctx.waits is not None:
+        record, admitted = ctx.waits.wait(run_id, wait)
+    else:
+        record, admitted = ctx.scheduler.run(run_id), True
+    finished = record.status.is_final
+    message = f"Task '{request.task_id}' is running now (run {run_id})"
+    if finished:
+        message = f"Run {run_id} of task '{request.task_id}' ended: {record.status.value}"
+    elif not admitted:
+        message += (f"; not waited for: {ctx.waits.capacity} clients are already waiting, "
+                    "which is this server's limit. Read the result later with 'output' "
+                    f"(run_id {run_id}) or 'runs' with after_run_id")
+    elif wait > 0:
+        message += (f"; still {record.status.value} after {wait:g} s. Read the result later "
+                    f"with 'output' (run_id {run_id})")
+    return rs.RunResponse(status="success", message=message, task_id=request.task_id,
+                          run_id=run_id, run=run_view(record, full_output=True),
+                          finished=finished)
 
 
 def runs(ctx: Context, request: rq.RunsRequest) -> rs.RunsResponse:
-    records = [run_view(r) for r in ctx.scheduler.runs(request.task_id, request.limit)]
+    records = [run_view(r) for r in ctx.scheduler.runs(request.task_id, request.limit,
+                                                         after_run_id=request.after_run_id)]
     return rs.RunsResponse(status="success", runs=records, count=len(records))
 
 

@@ -21,6 +21,7 @@ from sandbox.types import ProtectedPaths
 from scheduler.executor import Executor
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
+from scheduler.waiting import RunWaits
 from scheduler.zones import resolve_zone
 
 from . import dashboard, edge, errors, logformat, metrics
@@ -30,11 +31,14 @@ from .clientlimit import ClientLimiter
 from .config import ServerConfig
 from .errors import ApiError
 from .guards import EdgeGuards
+from .mcp.http import McpMount
+from .mcp.tools import PolicyView
 from .openapi import document
 from .requests import parse
 from .views import run_view
 
 EXTENSION = "task_scheduler"
+MCP = "task_scheduler_mcp"
 
 bp = Blueprint("schedule", __name__)
 
@@ -126,21 +130,29 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     metrics.install(app, scheduler, policy)
     scheduler.open()
     policy.start_watching()
-    app.extensions[EXTENSION] = Context(scheduler=scheduler, policy=policy)
+    # Half the HTTP threads at most may wait for runs: the others stay free for everyone else.
+    waits = RunWaits(scheduler, capacity=max(1, config.threads // 2))
+    app.extensions[EXTENSION] = Context(scheduler=scheduler, policy=policy, waits=waits)
     limiter = ClientLimiter(lambda: policy.current().rate_limits.requests_per_minute)
-    edge.install(app, edge.Edge(guards=EdgeGuards(config), limiter=limiter,
-                                audit=AuditLog(config.data_dir / "audit.log",
-                                               max_bytes=config.audit_max_bytes),
-                                public_paths=edge.PUBLIC_PATHS | dashboard.PUBLIC_PATHS))
+    the_edge = edge.Edge(guards=EdgeGuards(config), limiter=limiter,
+                         audit=AuditLog(config.data_dir / "audit.log",
+                                        max_bytes=config.audit_max_bytes),
+                         public_paths=edge.PUBLIC_PATHS | dashboard.PUBLIC_PATHS)
+    edge.install(app, the_edge)
     app.register_blueprint(bp)
     app.register_blueprint(dashboard.bp)
     errors.register(app)
+    # /mcp in front of Flask (Flask's own middleware pattern); see api.mcp.http.
+    app.wsgi_app = app.extensions[MCP] = McpMount(
+        app.wsgi_app, edge=the_edge, max_body_bytes=config.max_body_kb * 1024,
+        policy_view=lambda: PolicyView.of(policy.current()))
     return app
 
 
 def close_app(app: Flask, grace: float | None = None) -> None:
     """Stop dispatching, give running jobs their grace period, stop the pool."""
     ctx: Context = app.extensions[EXTENSION]
+    app.extensions[MCP].close()
     ctx.policy.stop_watching()
     ctx.scheduler.close(grace)
     app.extensions[edge.EDGE].audit.close()

@@ -23,6 +23,10 @@ from .errors import ApiError
 from .guards import EdgeGuards
 
 EDGE = "task_scheduler_edge"
+# Set on the environ of an MCP tool call's inner /schedule request: the MCP request that
+# carried it was admitted already (a call counts once). Keys from the network reach the
+# environ only as HTTP_*, so no client can set it.
+ADMITTED = "task_scheduler.admitted"
 PUBLIC_PATHS = frozenset({"/health"})
 
 
@@ -54,6 +58,8 @@ def _guard() -> None:
 
 def admit() -> None:
     """The policy's requests_per_minute for this client (429 with Retry-After)."""
+    if request.environ.get(ADMITTED):  # a tool call of an MCP request, counted already
+        return
     limiter = _edge().limiter
     wait = limiter.acquire(client_address())
     if wait:

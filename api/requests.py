@@ -40,6 +40,7 @@ from .errors import ApiError
 
 MAX_RUNS_LIMIT = 1000
 MAX_ID = 2**63 - 1
+MAX_WAIT_SECONDS = 300
 TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$"
 # Not blank and no NUL character; lone surrogates, which JSON allows and no OS call takes,
 # are refused by the validator.
@@ -288,12 +289,19 @@ class ResumeRequest(TaskRequest):
 
 class RunRequest(TaskRequest):
     action: Literal["run"]
+    wait_seconds: _field(Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)],
+                         f"a number of seconds from 0 to {MAX_WAIT_SECONDS}: how long "
+                         "to wait for the run to end before answering (default 0: answer at "
+                         "once); the answer holds the run's record as of then") = 0
 
 
 class RunsRequest(Request):
     action: Literal["runs"]
     task_id: _field(TaskId | None, TASK_ID_FORMS + "; only this task's runs") = None
     limit: Limit = 20
+    after_run_id: _field(Annotated[int, Field(ge=0, le=MAX_ID)] | None,
+                         "a run id, 0 or more: only runs with a larger id, oldest first (an "
+                         "inbox cursor: pass the last run_id seen)") = None
 
 
 class OutputRequest(Request):

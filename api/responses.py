@@ -170,6 +170,8 @@ class RunResponse(TypedDict):
     message: str
     task_id: str
     run_id: int
+    run: Run
+    finished: bool
 
 
 class RunsResponse(TypedDict):

@@ -540,9 +540,14 @@ class Scheduler:
         next_run = self.display_next_run(task)
         return None if next_run is None else iso_time(next_run, self._zone(task.spec.timezone))
 
-    def runs(self, task_id: str | None = None, limit: int = 20) -> list[Run]:
+    def runs(self, task_id: str | None = None, limit: int = 20, *,
+             after_run_id: int | None = None) -> list[Run]:
+        """The newest ``limit`` runs; with ``after_run_id``, the oldest ``limit`` of those with
+        a larger id (a cursor over runs as they are recorded)."""
         if task_id is not None:
             self.task(task_id)
+        if after_run_id is not None:
+            return self.store.runs_after(after_run_id, task_id, limit)
         return self.store.recent_runs(task_id, limit)
 
     def run(self, run_id: int) -> Run:

@@ -565,6 +565,16 @@ class Store:
                                "ORDER BY run_id DESC LIMIT ?", (task_id, limit))
         return [_run(r) for r in rows]
 
+    def runs_after(self, after_run_id: int, task_id: str | None = None,
+                   limit: int = 20) -> list[Run]:
+        """Up to ``limit`` runs with an id above ``after_run_id``, oldest first."""
+        where, params = "run_id > ?", [after_run_id]
+        if task_id is not None:
+            where, params = where + " AND task_id = ?", params + [task_id]
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} "
+                           "ORDER BY run_id ASC LIMIT ?", (*params, limit))
+        return [_run(r) for r in rows]
+
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         return self._use(lambda db: db.execute(sql, tuple(params)).fetchall(), write=False)
 
