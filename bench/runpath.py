@@ -585,7 +585,7 @@ def _install_worker_probes(probes: _WorkerProbes) -> None:
     runner._Job._finish = probes.timed("finish", runner._Job._finish)
 
 
-def instrumented_worker(conn, protected, log_level) -> None:
+def instrumented_worker(conn, protected, *args) -> None:
     """The pool's worker entry for the harness: probes installed, then the product's
     ``worker_main``, unchanged."""
     from sandbox import worker
@@ -593,7 +593,7 @@ def instrumented_worker(conn, protected, log_level) -> None:
     probes = _WorkerProbes()
     _install_worker_probes(probes)
     path = Path(os.environ[MARKS_ENV]) / f"worker-{os.getpid()}.jsonl"
-    worker.worker_main(_Conn(conn, probes, path), protected, log_level)
+    worker.worker_main(_Conn(conn, probes, path), protected, *args)
 
 
 # -- the benchmark ------------------------------------------------------------------------
