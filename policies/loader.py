@@ -216,7 +216,7 @@ def _notifications(value: object) -> NotificationRules:
 
 def _isolation(value: object) -> IsolationLevel:
     section = _mapping(value, "isolation", ("minimum",))
-    minimum = section.get("minimum", IsolationLevel.PROCESS.value)
+    minimum = section.get("minimum", IsolationLevel.FILESYSTEM.value)
     try:
         return IsolationLevel(minimum)
     except ValueError:

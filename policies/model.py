@@ -156,7 +156,22 @@ def url_problem(url: object) -> str | None:
         return "must name a host"
     if parts.username is not None or parts.password is not None:
         return "must not carry a user name or password"
+    if _path_escapes(parts.path):
+        return ("must not hold '.' or '..' path segments, nor an encoded '.', '/' or '\\' "
+                "(a receiver would resolve them outside the allowed prefix)")
     return None
+
+
+_ENCODED_PATH_CHARS = ("%2e", "%2f", "%5c")
+
+
+def _path_escapes(path: str) -> bool:
+    """Whether a URL path could name something outside its own prefix once a receiver or a
+    proxy normalises it: dot segments, backslashes, or dots and slashes percent-encoded."""
+    lowered = path.lower()
+    if "\\" in path or any(code in lowered for code in _ENCODED_PATH_CHARS):
+        return True
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +366,7 @@ class Policy:
     rate_limits: RateLimits
     network: bool
     environment: EnvironmentRules
-    isolation_minimum: IsolationLevel = IsolationLevel.PROCESS
+    isolation_minimum: IsolationLevel = IsolationLevel.FILESYSTEM
     notifications: NotificationRules = NotificationRules()
     source: pathlib.Path | None = dataclasses.field(default=None, compare=False)
 

@@ -275,6 +275,11 @@ class RunCgroup:
             found.update(_read_pids(d))
         return sorted(found)
 
+    def outside(self, pids: list[int]) -> list[int]:
+        """Those of ``pids`` that are not members of every one of the run's groups."""
+        inside = [set(_read_pids(d)) for d in self.dirs]
+        return [pid for pid in pids if not all(pid in group for group in inside)]
+
     def kill(self) -> None:
         """Kill every member at once (``cgroup.kill``), or one by one where there is none."""
         if self.unified is not None:

@@ -48,6 +48,7 @@ SYSTEM_READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx3
                     "/opt", "/proc", "/sys/devices/system/cpu")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 SECRET_ROOTS = ("/etc",)
+CGROUP_FS = "/sys/fs/cgroup"
 STATUS_PREFIX = "status:"
 MAX_FD = 65536
 
@@ -130,6 +131,13 @@ class Confinement:
         self.writable_in_installation = tuple(
             str(p) for p in allowed if workspace and _inside(str(p), workspace))
         self.error_r, self.error_w = os.pipe()
+
+    @property
+    def cgroups_reachable(self) -> bool:
+        """Whether the run could write the cgroup file system (move itself out of its
+        groups): neither a mount namespace hides it nor Landlock denies it."""
+        iso = self.confiner.isolation
+        return not (iso.namespaces or iso.landlock_abi)
 
     @property
     def has_init(self) -> bool:
@@ -227,7 +235,9 @@ class Confinement:
         kernel.mount("tmpfs", str(self.plan.tmpdir), "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
                      f"size={self.plan.limits.tmp_mb}m,mode=1777")
         protected = self.confiner.protected
-        for path in (*self.confiner.secrets, *protected.hidden):
+        # The run has joined its cgroups by now; the cgroup file system is hidden so that it
+        # cannot move itself out of them (out of its caps and its group kill).
+        for path in (*self.confiner.secrets, *protected.hidden, CGROUP_FS):
             _hide(path)
         for path in protected.readonly:
             _bind(path, read_only=True)

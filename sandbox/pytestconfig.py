@@ -14,18 +14,44 @@ The names and their order are pytest's own.
 from __future__ import annotations
 
 import os
+import re
 import stat
+import tomllib
 from pathlib import Path
 
-#: (file name, the section that makes it a pytest configuration; None: the name suffices)
-CONFIG_FILES = (("pytest.ini", None), (".pytest.ini", None), ("pyproject.toml", "[tool.pytest"),
-                ("tox.ini", "[pytest]"), ("setup.cfg", "[tool:pytest]"))
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def _declares(path: Path, section: str | None) -> bool:
-    """Whether ``path`` is a regular file (not a link a run could plant) holding
-    ``section``. Only that one fact leaves this function, never the file's contents."""
+def _always(text: bytes) -> bool:
+    return True
+
+
+def _ini_section(name: str):
+    pattern = re.compile(rb"^\s*\[" + re.escape(name.encode()) + rb"\]\s*$", re.MULTILINE)
+    return lambda text: pattern.search(text) is not None
+
+
+def _pyproject(text: bytes) -> bool:
+    try:
+        tool = tomllib.loads(text.decode("utf-8")).get("tool", {})
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    table = tool.get("pytest") if isinstance(tool, dict) else None
+    if not isinstance(table, dict):
+        return False
+    return "ini_options" in table or bool(table)
+
+
+#: pytest's own names, in its order, each with what makes it a pytest configuration.
+CONFIG_FILES = (("pytest.toml", _always), (".pytest.toml", _always), ("pytest.ini", _always),
+                (".pytest.ini", _always), ("pyproject.toml", _pyproject),
+                ("tox.ini", _ini_section("pytest")), ("setup.cfg", _ini_section("tool:pytest")))
+
+
+def _declares(path: Path, is_config) -> bool:
+    """Whether ``path`` is a regular file (not a link a run could plant) that pytest would
+    take as its configuration. Only that one fact leaves this function, never the file's
+    contents."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
@@ -33,7 +59,7 @@ def _declares(path: Path, section: str | None) -> bool:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
-        return section is None or section.encode() in os.read(fd, MAX_CONFIG_BYTES)
+        return is_config(os.read(fd, MAX_CONFIG_BYTES))
     except OSError:
         return False
     finally:
@@ -44,8 +70,8 @@ def find_config(start: Path, boundary: Path) -> Path | None:
     """The configuration file pytest would use for tests below ``start``, looking in
     ``start`` and its parents up to ``boundary`` (inclusive) only."""
     for directory in (start, *start.parents):
-        for name, section in CONFIG_FILES:
-            if _declares(directory / name, section):
+        for name, is_config in CONFIG_FILES:
+            if _declares(directory / name, is_config):
                 return directory / name
         if directory == boundary or boundary not in directory.parents:
             return None

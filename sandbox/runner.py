@@ -122,9 +122,10 @@ def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner)
         for allowed in request.policy.allowed_directories:
             if confiner.protected.unprotectable(allowed):
                 raise IsolationUnavailable(
-                    f"the allowed directory {allowed} holds part of the server's installation, "
-                    "which this machine cannot make read-only to runs (no mount namespaces); "
-                    "allow a workspace outside it, such as workspace/", field="isolation")
+                    f"the allowed directory {allowed} holds part of the server's installation "
+                    "or its data directory, which this machine cannot keep from runs (no mount "
+                    "namespaces); allow a workspace outside them, such as workspace/",
+                    field="isolation")
 
 
 def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
@@ -259,6 +260,9 @@ class _Job:
         if cgroups is not None and cgroups.pids_refused():
             self.stop = _Stop(Outcome.KILLED, processes_reason(limits.max_processes))
             return
+        if cgroups is not None and self.confinement.cgroups_reachable and self._left_cgroups():
+            self.stop = _Stop(Outcome.KILLED, "cgroup: a process of the run left its cgroups")
+            return
         if cgroups is not None and cgroups.memory is not None and cgroups.pids is not None:
             return  # the kernel enforces both caps exactly; sampling could only misjudge
         tree = procs.descendants()
@@ -278,6 +282,19 @@ class _Job:
         if rss > limits.memory_mb * 1024 * 1024:
             self.stop = _Stop(Outcome.KILLED, f"memory: used more than {limits.memory_mb} MB, "
                                                 f"{rss // 1048576} MB (sampled)")
+
+    def _left_cgroups(self) -> bool:
+        """Whether a live process of the run is missing from one of its groups (it moved
+        itself out, which only a run that can reach the cgroup file system can do)."""
+        for p in procs.descendants():
+            if not self.cgroups.outside([p.pid]):
+                continue
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.Error:
+                continue
+        return False
 
     def _finish(self, proc: subprocess.Popen) -> None:
         """Stop the job's whole tree (politely first if it is still running), then drain."""
@@ -314,10 +331,14 @@ class _Job:
             code = self.confinement.job_returncode(code)
         limits = self.plan.limits
         oom_kills = self.cgroups.oom_kills() if self.cgroups is not None else 0
+        refused = self.cgroups.pids_refused() if self.cgroups is not None else 0
         if self.stop is not None and self.stop.status is Outcome.INTERRUPTED:
             status, reason = self.stop.status, self.stop.reason
         elif oom_kills:
             status, reason = Outcome.KILLED, memory_reason(limits.memory_mb, oom_kills)
+        elif refused and self.stop is None:
+            # A fork refused and the job gone before the next sample saw it.
+            status, reason = Outcome.KILLED, processes_reason(limits.max_processes)
         elif self.stop is not None:
             status, reason = self.stop.status, self.stop.reason
         elif code == 0:

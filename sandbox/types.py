@@ -122,11 +122,15 @@ class ProtectedPaths:
                    workspace=os.path.join(code_root, WORKSPACE), code_root=code_root)
 
     def unprotectable(self, allowed: Path) -> bool:
-        """Whether runs allowed to write ``allowed`` could change the installation unless a
-        mount namespace makes it read-only: the directory holds part of the code root."""
+        """Whether runs allowed to write ``allowed`` could change the installation or reach
+        the data unless a mount namespace covers them: the directory holds part of the code
+        root or a hidden path."""
+        path = str(allowed)
+        if any(os.path.commonpath([path, hidden]) == path for hidden in self.hidden):
+            return True
         if self.code_root is None:
             return False
-        path, root = str(allowed), self.code_root
+        root = self.code_root
         if os.path.commonpath([path, root]) == path:
             return True
         return os.path.commonpath([path, root]) == root and not (

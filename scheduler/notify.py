@@ -1,7 +1,8 @@
 """Run notifications: a signed JSON POST to the task's ``notify`` URL when a run ends.
 
 Delivery never touches the run path: :meth:`Notifier.submit` only puts the notice on a
-bounded queue (a full queue records the notice as failed at once) and a few delivery
+bounded queue (a full queue, or a task with ``per_task`` notices waiting already, records
+the notice as failed at once) and a few delivery
 threads send it. Each notice is tried up to ``tries`` times, with a back-off that doubles
 from ``backoff`` seconds, each try with a ``timeout``; a slow or dead receiver holds up
 only a delivery thread. The URL is checked against the policy in force before every try
@@ -10,7 +11,8 @@ answer is a failed try, so a receiver cannot bounce the server to a URL the poli
 allow. The outcome, ``{status: delivered|failed, attempts, http_status}``, is recorded in
 the run.
 
-The body is ``{"event", "task_id", "run"}`` (the run as ``render`` shows it). It is signed
+The body is ``{"event", "task_id", "run", "sent_at"}`` (the run as ``render`` shows it;
+``sent_at`` in epoch seconds, so a receiver can refuse a replayed body). It is signed
 with HMAC-SHA256 keyed by the value of the server's environment variable that the policy's
 ``notifications.secret_env`` names: ``X-Task-Scheduler-Signature: sha256=<hex digest>``.
 Without a secret the header is left out (and a warning logged), so receivers that verify
@@ -54,6 +56,7 @@ class NotifierConfig:
 
     threads: int = 2
     queue_size: int = 1000
+    per_task: int = 20  # waiting at once for one task, so one task cannot crowd out others
     tries: int = 3
     timeout: float = 5.0
     backoff: float = 1.0
@@ -95,6 +98,8 @@ class Notifier:
         self.config = config
         self._environ = environ
         self._queue: queue.Queue[Notice | None] = queue.Queue(config.queue_size)
+        self._waiting: dict[str, int] = {}
+        self._waiting_lock = threading.Lock()
         self._closing = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"notify-{i}", daemon=True)
                          for i in range(config.threads)]
@@ -125,16 +130,33 @@ class Notifier:
                 self._record(notice, "failed", 0, None)
 
     def submit(self, notice: Notice) -> bool:
-        """Queue ``notice`` without blocking; False (and recorded as failed) when full."""
-        try:
-            self._queue.put_nowait(notice)
-            return True
-        except queue.Full:
-            log.error("notification of run %d not sent: %d notices are waiting already",
-                      notice.run_id, self.config.queue_size,
+        """Queue ``notice`` without blocking; False (and recorded as failed) when the queue,
+        or the task's share of it (``per_task``), is full."""
+        with self._waiting_lock:
+            waiting = self._waiting.get(notice.task_id, 0)
+            full = waiting >= self.config.per_task
+            if not full:
+                try:
+                    self._queue.put_nowait(notice)
+                    self._waiting[notice.task_id] = waiting + 1
+                except queue.Full:
+                    full = True
+        if full:
+            log.error("notification of run %d not sent: too many notices are waiting "
+                      "(%d of this task, %d in all at most)", notice.run_id,
+                      self.config.per_task, self.config.queue_size,
                       extra={"run_id": notice.run_id, "task_id": notice.task_id})
             self._record(notice, "failed", 0, None)
             return False
+        return True
+
+    def _taken(self, notice: Notice) -> None:
+        with self._waiting_lock:
+            left = self._waiting.get(notice.task_id, 1) - 1
+            if left > 0:
+                self._waiting[notice.task_id] = left
+            else:
+                self._waiting.pop(notice.task_id, None)
 
     # -- the delivery threads -----------------------------------------------------------
 
@@ -143,6 +165,7 @@ class Notifier:
             notice = self._queue.get()
             if notice is None:
                 return
+            self._taken(notice)
             try:
                 self.deliver(notice)
             except Exception:  # one notice's failure must not end the thread
@@ -154,8 +177,10 @@ class Notifier:
         run = self._store.get_run(notice.run_id)
         if run is None:
             return {}
+        # sent_at lets a receiver refuse an old body replayed to it (it is signed too).
         body = json.dumps({"event": notice.event, "task_id": notice.task_id,
-                           "run": self._render(run)}, default=str).encode()
+                           "run": self._render(run), "sent_at": round(time.time(), 3)},
+                          default=str).encode()
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         rules = self._policy().notifications
         secret = self._environ.get(rules.secret_env) if rules.secret_env else None

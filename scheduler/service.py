@@ -168,7 +168,7 @@ class Scheduler:
         killed, so no result told of the interruption) whose task has retries left."""
         for run_id, task_id, attempt, retry_of in unfinished:
             task = self._tasks.get(task_id)
-            if task is None or task.paused or attempt > task.spec.retries:
+            if task is None or task.paused or attempt > self._retries_allowed(task.spec):
                 continue
             self.store.add_retry(task_id, retry_of or run_id, attempt + 1,
                                  now + retry_delay(task.spec.retry_delay, attempt))
@@ -206,6 +206,11 @@ class Scheduler:
                 jobs[task_id] = task.checkpoint if catch_up else None
             self._backlog.plan(jobs, inline=self.config.plan_inline)
 
+    def _retries_allowed(self, spec: TaskSpec) -> int:
+        """The task's retries within the policy in force (it may have been lowered since
+        the task was created)."""
+        return min(spec.retries, self.policy().limits.max_retries)
+
     def _settle(self, task_id: str, since: float | None) -> None:
         """Plan one task (the backlog's callback, under the lock): first the slot it missed
         after ``since`` while the server was down, if any (``misfire``), then its first
@@ -218,7 +223,8 @@ class Scheduler:
             missed = None
             if since is not None and not (task.paused or task.exhausted):
                 missed = task.schedule.next_slot(task.anchor, since)
-                if missed is not None and missed <= now:
+                # A stop while the backlog drains ends catch-ups too.
+                if missed is not None and missed <= now and self._running:
                     self._missed(task, missed)
             task.checkpoint = max(task.checkpoint, now)
             # Nothing missed: the first slot after ``since`` is also the first after now.
@@ -428,7 +434,8 @@ class Scheduler:
                 return
             spec, status = task.spec, finished.status
             retrying = False
-            if status.is_retried and finished.lineage.attempt <= spec.retries and not task.paused:
+            if (status.is_retried and finished.lineage.attempt <= self._retries_allowed(spec)
+                    and not task.paused):
                 retrying = self._plan_retry(task, finished)
             if status.is_final and not retrying and status is not RunStatus.SKIPPED:
                 targets = spec.on_success if status is RunStatus.SUCCEEDED else spec.on_failure

@@ -45,14 +45,16 @@ CANARY = "canary-" + uuid.uuid4().hex
 
 
 class HostileServer(Server):
-    """The default layout: ``policies/allowed.yaml`` and ``data/`` inside the workspace.
+    """The default layout: ``policies/allowed.yaml`` and ``data/`` inside the workspace
+(``data/`` beside it where mount namespaces are switched off, unless ``data_inside``).
 
     ``disabled`` isolation layers are switched off in the server's environment; such a
     server's policy asks for no more than ``process``, or it would reject every run. The
     server's environment holds ``CANARY``, which no run may see.
     """
 
-    def __init__(self, base, *, disabled: tuple[str, ...] = (), **kwargs):
+    def __init__(self, base, *, disabled: tuple[str, ...] = (), data_inside: bool | None = None,
+                 **kwargs):
         super().__init__(base, **kwargs)
         self.disabled = disabled
         self.canary = CANARY
@@ -60,7 +62,11 @@ class HostileServer(Server):
         self.policy_path = self.workspace / "policies" / "allowed.yaml"
         self.policy_path.write_text(HOSTILE_POLICY.format(
             workspace=self.workspace, minimum="process" if disabled else "full"))
-        self.data_dir = self.workspace / "data"
+        # Without mount namespaces nothing could hide a data directory inside the workspace,
+        # so the server refuses such runs: those servers keep their data beside it.
+        if data_inside is None:
+            data_inside = "namespaces" not in disabled
+        self.data_dir = (self.workspace if data_inside else base) / "data"
         self.args[self.args.index("--policy") + 1] = str(self.policy_path)
         self.args[self.args.index("--data-dir") + 1] = str(self.data_dir)
 

@@ -16,6 +16,7 @@ import pytest
 
 from ..helpers import ROOT, wait_until
 from . import probes
+from .conftest import Attacker, HostileServer
 from .probes import OK
 
 pytestmark = pytest.mark.slow
@@ -118,14 +119,17 @@ def test_without_the_mount_namespace_system_secrets_are_readable(without):
         assert (run["status"] == "succeeded" and run["stdout"] != "") is readable, run
 
 
-def test_without_the_mount_namespace_the_data_directory_is_open(without):
-    attacker = without("namespaces")
-    run = attacker("data", type="command", command="ls data; echo x > data/planted")
+def test_without_the_mount_namespace_a_data_directory_in_reach_is_refused(tmp_path_factory):
+    # Nothing could hide it, so no run starts while an allowed directory holds it.
+    server = HostileServer(tmp_path_factory.mktemp("data-inside"), workers=1,
+                           disabled=("namespaces",), data_inside=True).start()
     try:
-        assert run["status"] == "succeeded" and "scheduler.db" in run["stdout"], run
-        assert (attacker.server.data_dir / "planted").exists()
+        run = Attacker(server)("data", type="command", command="ls data; echo x > data/planted")
     finally:
-        (attacker.server.data_dir / "planted").unlink(missing_ok=True)
+        server.stop()
+    assert run["status"] == "rejected" and "isolation_unavailable" in run["reason"], run
+    assert "data directory" in run["reason"]
+    assert not (server.data_dir / "planted").exists()
 
 
 def test_without_the_mount_namespace_the_policy_file_is_writable(without):

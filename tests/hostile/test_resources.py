@@ -121,3 +121,35 @@ def test_every_run_gets_its_own_cgroups_and_they_are_removed(attack):
         assert "/tsched-" in group and "-run-" in group, lines
         assert not (Path("/sys/fs/cgroup") / mount / group.lstrip("/")).exists(), \
             f"run group {group} left behind"
+
+
+CGROUP_ESCAPE = r"""
+import glob, os, time
+moved = []
+for procs in ["/sys/fs/cgroup/memory/cgroup.procs", "/sys/fs/cgroup/pids/cgroup.procs",
+              "/sys/fs/cgroup/unified/cgroup.procs", "/sys/fs/cgroup/cgroup.procs"]:
+    try:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+        moved.append(procs)
+    except OSError as exc:
+        print("refused", procs, exc.strerror, flush=True)
+print("moved", moved, flush=True)
+print(open("/proc/self/cgroup").read(), flush=True)
+time.sleep(5)                             # bounded: the watch has 50 samples to notice
+"""
+
+
+def test_a_run_cannot_leave_its_cgroups(attack):
+    run = attack("cgescape", type="custom", custom_script=CGROUP_ESCAPE)
+    assert run["status"] == "succeeded", run
+    assert "moved []" in run["stdout"], run["stdout"]
+    assert "-run-" in run["stdout"].split("moved []", 1)[1]
+
+
+def test_a_run_that_reaches_the_cgroup_files_and_leaves_is_killed(without):
+    run = without("landlock", "namespaces")("cgescape", type="custom",
+                                            custom_script=CGROUP_ESCAPE)
+    assert "moved ['/sys/fs/cgroup/memory/cgroup.procs'" in run["stdout"], run
+    assert run["status"] == "killed", run
+    assert run["reason"] == "cgroup: a process of the run left its cgroups", run

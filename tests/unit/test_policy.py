@@ -584,3 +584,14 @@ def test_hand_built_policy_is_normalised(tmp_path):
                     rate_limits=RateLimits(), network=True, environment=EnvironmentRules())
     assert policy.allowed_directories == (tmp_path.resolve(),)
     assert policy.task_types == {TaskType.TEST}
+
+
+@pytest.mark.parametrize("path", ["/hooks/../admin", "/hooks/%2e%2e/admin", "/hooks/..%2Fadmin",
+                                  "/hooks/./x", "/hooks\\..\\admin", "/hooks/%5c"])
+def test_notification_urls_that_could_resolve_outside_their_prefix_are_refused(path):
+    from policies.model import NotificationRules, url_problem
+    url = "http://127.0.0.1:9/" + path.lstrip("/")
+    assert url_problem(url) is not None
+    assert not NotificationRules(allowed_urls=("http://127.0.0.1:9/hooks",)).allows(url)
+    assert NotificationRules(allowed_urls=("http://127.0.0.1:9/hooks",)).allows(
+        "http://127.0.0.1:9/hooks/a.b/c..d")

@@ -29,3 +29,10 @@ def test_allowed_directories_holding_part_of_the_installation_are_unprotectable(
     assert not protected.unprotectable(CODE_ROOT / "workspace" / "proj")
     assert not protected.unprotectable(tmp_path)                 # elsewhere
     assert not ProtectedPaths().unprotectable(CODE_ROOT)         # nothing to protect
+
+
+def test_an_allowed_directory_holding_the_data_directory_is_unprotectable(tmp_path):
+    protected = ProtectedPaths(hidden=(str(tmp_path / "srv" / "data"),))
+    assert protected.unprotectable(tmp_path / "srv")
+    assert protected.unprotectable(tmp_path / "srv" / "data")
+    assert not protected.unprotectable(tmp_path / "srv" / "work")

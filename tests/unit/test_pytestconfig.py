@@ -40,3 +40,14 @@ def test_a_planted_link_is_not_followed(tmp_path):
     (allowed / "tox.ini").symlink_to(secret)
     (allowed / "pytest.ini").symlink_to(secret)
     assert find_config(allowed, allowed) is None
+
+
+def test_pytest_toml_comes_first_and_a_comment_is_not_a_section(tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text("# [tool.pytest.ini_options] in a comment\n[project]\n")
+    (proj / "setup.cfg").write_text("[metadata]\n# [tool:pytest]\n")
+    assert find_config(proj, tmp_path) is None
+    (proj / "pytest.ini").write_text("[pytest]\n")
+    (proj / "pytest.toml").write_text("[pytest]\n")
+    assert find_config(proj, tmp_path) == proj / "pytest.toml"

@@ -122,6 +122,15 @@ def test_a_failed_run_is_retried_with_doubling_delays_then_given_up(h):
     assert [r.scheduled_for for r in runs[1:]] == [T0 + 12.0, T0 + 33.0]
 
 
+def test_a_lowered_policy_ceiling_bounds_the_retries_of_existing_tasks(h):
+    h.create("t", retries=2, retry_delay=10.0)
+    h.policy_value = dataclasses.replace(
+        h.policy_value, limits=dataclasses.replace(h.policy_value.limits, max_retries=0))
+    first = h.run("t")
+    h.finish(first, after=2.0)
+    assert h.retries.due_times == {} and h.store.pending_retries() == []
+
+
 @pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.TIMED_OUT, Outcome.ERROR,
                                      Outcome.INTERRUPTED])
 def test_each_failing_outcome_is_retried(h, outcome):
@@ -508,3 +517,23 @@ def test_a_full_queue_records_the_notice_as_failed(delivery):
     assert not full.submit(Notice(run_id, "t", "failure", "http://127.0.0.1:9/x"))
     assert store.get_run(run_id).notification == {"status": "failed", "attempts": 0,
                                                   "http_status": None}
+
+
+def test_one_task_cannot_crowd_the_notification_queue():
+    from scheduler.notify import Notice, Notifier, NotifierConfig
+
+    class Outcomes:
+        def __init__(self):
+            self.recorded = {}
+
+        def set_notification(self, run_id, outcome):
+            self.recorded[run_id] = outcome
+
+    store = Outcomes()
+    notifier = Notifier(store, lambda: None, config=NotifierConfig(per_task=2))  # not opened
+    url = "http://127.0.0.1:9/hooks"
+    assert notifier.submit(Notice(1, "noisy", "failure", url))
+    assert notifier.submit(Notice(2, "noisy", "failure", url))
+    assert not notifier.submit(Notice(3, "noisy", "failure", url))
+    assert store.recorded == {3: {"status": "failed", "attempts": 0, "http_status": None}}
+    assert notifier.submit(Notice(4, "quiet", "failure", url))
