@@ -60,11 +60,15 @@ def admit() -> None:
     """The policy's requests_per_minute for this client (429 with Retry-After)."""
     if request.environ.get(ADMITTED):  # a tool call of an MCP request, counted already
         return
-    limiter = _edge().limiter
-    wait = limiter.acquire(client_address())
+    admit_client(_edge().limiter, client_address())
+
+
+def admit_client(limiter, client: str) -> None:
+    """Count one request of ``client`` against ``limiter``; 429 with Retry-After when over."""
+    wait = limiter.acquire(client)
     if wait:
         raise ApiError(429, "rate_limited",
-                       f"Too many requests from {client_address()}: the policy allows "
+                       f"Too many requests from {client}: the policy allows "
                        f"{limiter.current_limit()} per minute per client "
                        f"(rate_limits.requests_per_minute). Retry after {wait} s.",
                        headers={"Retry-After": str(wait)})

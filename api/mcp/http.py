@@ -42,7 +42,7 @@ from werkzeug.datastructures import EnvironHeaders
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response
 
-from ..edge import ADMITTED, Edge
+from ..edge import ADMITTED, Edge, admit_client
 from ..errors import ApiError
 from . import tools
 from .server import build_server
@@ -122,7 +122,7 @@ class McpMount:
             token_used = self.edge.guards.check_token(headers)
             self._check_body(environ)
             if environ.get("REQUEST_METHOD") == "POST":
-                self._admit(_client(environ))
+                admit_client(self.edge.limiter, _client(environ))
         except ApiError as exc:
             return self._refuse(exc, environ, token_used)(environ, start_response)
         return self.asgi(environ, start_response)
@@ -132,15 +132,6 @@ class McpMount:
         if length.isdigit() and int(length) > self.max_body_bytes:
             raise ApiError(413, "body_too_large", "The request body is larger than "
                            f"{self.max_body_bytes // 1024} KB.")
-
-    def _admit(self, client: str) -> None:
-        wait = self.edge.limiter.acquire(client)
-        if wait:
-            raise ApiError(429, "rate_limited",
-                           f"Too many requests from {client}: the policy allows "
-                           f"{self.edge.limiter.current_limit()} per minute per client "
-                           f"(rate_limits.requests_per_minute). Retry after {wait} s.",
-                           headers={"Retry-After": str(wait)})
 
     def _refuse(self, exc: ApiError, environ, token_used: bool) -> Response:
         """The error envelope of ``/schedule``; a refused POST is audited as an attempt."""
