@@ -144,6 +144,22 @@ def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
         pass
 
 
+def _left(cgroups, tree: list[psutil.Process]) -> bool:
+    """Whether a live process of ``tree`` is missing from one of the run's groups (it moved
+    itself out, which only a run that can reach the cgroup file system can do). The groups'
+    member lists are read once for the whole tree."""
+    outside = set(cgroups.outside([p.pid for p in tree]))
+    for p in tree:
+        if p.pid not in outside:
+            continue
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def memory_reason(memory_mb: int, kills: int) -> str:
     """The reason of a run the kernel's memory cap hit (``kills`` processes OOM-killed)."""
     return (f"memory: killed by the kernel's memory cap of {memory_mb} MB "
@@ -260,12 +276,16 @@ class _Job:
         if cgroups is not None and cgroups.pids_refused():
             self.stop = _Stop(Outcome.KILLED, processes_reason(limits.max_processes))
             return
-        if cgroups is not None and self.confinement.cgroups_reachable and self._left_cgroups():
-            self.stop = _Stop(Outcome.KILLED, "cgroup: a process of the run left its cgroups")
-            return
-        if cgroups is not None and cgroups.memory is not None and cgroups.pids is not None:
+        watch_escape = cgroups is not None and self.confinement.cgroups_reachable
+        kernel_caps = cgroups is not None and cgroups.memory is not None and cgroups.pids is not None
+        if kernel_caps and not watch_escape:
             return  # the kernel enforces both caps exactly; sampling could only misjudge
         tree = procs.descendants()
+        if watch_escape and _left(cgroups, tree):
+            self.stop = _Stop(Outcome.KILLED, "cgroup: a process of the run left its cgroups")
+            return
+        if kernel_caps:
+            return
         if self.confinement is not None and self.confinement.has_init:
             # The namespace init is ours, not the job's: a copy-on-write image of this worker.
             tree = [p for p in tree if p.pid != proc.pid]
@@ -282,19 +302,6 @@ class _Job:
         if rss > limits.memory_mb * 1024 * 1024:
             self.stop = _Stop(Outcome.KILLED, f"memory: used more than {limits.memory_mb} MB, "
                                                 f"{rss // 1048576} MB (sampled)")
-
-    def _left_cgroups(self) -> bool:
-        """Whether a live process of the run is missing from one of its groups (it moved
-        itself out, which only a run that can reach the cgroup file system can do)."""
-        for p in procs.descendants():
-            if not self.cgroups.outside([p.pid]):
-                continue
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    return True
-            except psutil.Error:
-                continue
-        return False
 
     def _finish(self, proc: subprocess.Popen) -> None:
         """Stop the job's whole tree (politely first if it is still running), then drain."""
