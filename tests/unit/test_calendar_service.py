@@ -18,7 +18,6 @@ import pytest
 from scheduler.errors import InvalidInterval, InvalidRequest
 from scheduler.jitter import jitter_offset
 from scheduler.models import Misfire, RunStatus, Trigger, task_state
-from scheduler.service import Scheduler
 from scheduler.store import SCHEMA_VERSION, Store
 from tests.helpers import wait_until
 from tests.unit.test_service import Clock, Harness
@@ -37,10 +36,8 @@ def make(tmp_path):
     made: list[Harness] = []
 
     def factory(*, tz=None, **kwargs) -> Harness:
-        harness = Harness(tmp_path, **kwargs)
-        if tz is not None:  # the same scheduler, with a default zone
-            harness.sched = Scheduler(harness.store, harness.executor, lambda: harness.policy_value,
-                                      dispatcher=harness.dispatcher, clock=harness.clock, tz=tz)
+        options = {"tz": tz} if tz is not None else {}  # a default zone for the scheduler
+        harness = Harness(tmp_path, scheduler_options=options, **kwargs)
         made.append(harness)
         return harness
 

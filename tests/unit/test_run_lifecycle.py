@@ -20,7 +20,6 @@ from scheduler.errors import ChainCycle, ChainTargetNotFound, TaskInChain
 from scheduler.lifecycle import MAX_RETRY_DELAY, check_chains, notify_event, retry_delay
 from scheduler.models import Notify, NotifyOn, RunStatus, Trigger
 from scheduler.notify import signature
-from scheduler.service import Scheduler
 from scheduler.store import Store
 from tests.unit.test_service import T0, Harness, StubDispatcher, spec
 
@@ -46,15 +45,13 @@ class LifeHarness(Harness):
     """A Harness whose pending retries and notices stay where a test can see them."""
 
     def __init__(self, base, **kwargs):
-        super().__init__(base, **kwargs)
         self.retries = StubDispatcher()
         self.notifier = RecordingNotifier()
+        super().__init__(base, scheduler_options=dict(retry_dispatcher=self.retries,
+                                                      notifier=self.notifier), **kwargs)
         self.policy_value = dataclasses.replace(
             self.policy_value, notifications=NotificationRules(
                 allowed_urls=("http://127.0.0.1:9/hooks",)))
-        self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
-                               dispatcher=self.dispatcher, clock=self.clock,
-                               retry_dispatcher=self.retries, notifier=self.notifier)
 
     def run(self, task_id: str) -> int:
         return self.sched.run_now(task_id)

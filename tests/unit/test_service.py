@@ -141,7 +141,8 @@ class Harness:
 
     def __init__(self, base: Path, *, clock: Clock | None = None, db: Path | None = None,
                  config: SchedulerConfig = SchedulerConfig(), real_dispatcher: bool = False,
-                 store_options: dict | None = None, **rate_limits):
+                 store_options: dict | None = None, scheduler_options: dict | None = None,
+                 **rate_limits):
         self.base = base
         self.clock = clock or Clock()
         self.db = db or base / "data" / "scheduler.db"
@@ -152,7 +153,8 @@ class Harness:
         self.store = FlakyStore(self.db, **(store_options or {}))
         self.dispatcher = Dispatcher(clock=self.clock) if real_dispatcher else StubDispatcher()
         self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
-                               dispatcher=self.dispatcher, config=config, clock=self.clock)
+                               dispatcher=self.dispatcher, config=config, clock=self.clock,
+                               **(scheduler_options or {}))
         self.closed = False
 
     def set_rate_limits(self, **changes) -> None:
