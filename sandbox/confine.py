@@ -127,9 +127,8 @@ class Confinement:
         self.cgroups = cgroup
         self.read_write = tuple(str(p) for p in allowed) + (str(plan.tmpdir), "/dev/shm")
         self.report_file = str(plan.report_path) if plan.report_path else None
-        workspace = confiner.protected.workspace
         self.writable_in_installation = tuple(
-            str(p) for p in allowed if workspace and _inside(str(p), workspace))
+            str(p) for p in allowed if confiner.protected.in_workspace(p))
         self.error_r, self.error_w = os.pipe()
 
     @property
@@ -183,7 +182,7 @@ class Confinement:
     def close(self) -> None:
         os.close(self.error_r)
         if self.cgroups is not None:
-            self.cgroups.kill()
+            self.end()
             self.cgroups.remove()
 
     # -- in the child, between fork and exec ---------------------------------------------
@@ -304,10 +303,6 @@ def _bind(path: str, *, read_only: bool) -> None:
     kernel.mount(path, path, None, kernel.MS_BIND | kernel.MS_REC)
     flags = kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_NOSUID | kernel.MS_NODEV
     kernel.mount(None, path, None, flags | (kernel.MS_RDONLY if read_only else 0))
-
-
-def _inside(path: str, root: str) -> bool:
-    return os.path.commonpath([path, root]) == root
 
 
 def _write_file(path: str, value: str) -> None:

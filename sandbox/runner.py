@@ -37,7 +37,7 @@ from .capture import OutputCapture
 from .confine import Confinement, Confiner
 from .launch import LaunchPlan, plan_run
 from .report import read_junit_counts
-from .types import Outcome, RunRequest, RunResult
+from .types import Outcome, RunRequest, RunResult, inside
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner)
             f"the policy requires isolation '{required.value}' but this machine provides "
             f"'{have.value}' ({', '.join(confiner.isolation.layers)})", field="isolation")
     for hidden in confiner.protected.hidden:
-        if os.path.commonpath([hidden, str(plan.cwd)]) == hidden:
+        if inside(plan.cwd, hidden):
             raise PathNotAllowed("the working directory lies in the server's data directory, "
                                  "which runs may not use", field="working_dir")
     if not confiner.isolation.namespaces:

@@ -121,17 +121,25 @@ class ProtectedPaths:
                    readonly=tuple(dict.fromkeys(os.path.realpath(p) for p in readonly)),
                    workspace=os.path.join(code_root, WORKSPACE), code_root=code_root)
 
+    def in_workspace(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` lies in the installation's workspace (the one writable part)."""
+        return self.workspace is not None and inside(path, self.workspace)
+
     def unprotectable(self, allowed: Path) -> bool:
         """Whether runs allowed to write ``allowed`` could change the installation or reach
         the data unless a mount namespace covers them: the directory holds part of the code
         root or a hidden path."""
-        path = str(allowed)
-        if any(os.path.commonpath([path, hidden]) == path for hidden in self.hidden):
+        if any(inside(hidden, allowed) for hidden in self.hidden):
             return True
         if self.code_root is None:
             return False
-        root = self.code_root
-        if os.path.commonpath([path, root]) == path:
+        if inside(self.code_root, allowed):
             return True
-        return os.path.commonpath([path, root]) == root and not (
-            self.workspace and os.path.commonpath([path, self.workspace]) == self.workspace)
+        return inside(allowed, self.code_root) and not self.in_workspace(allowed)
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``root`` or lies below it, compared by path components (both
+    resolved already)."""
+    path, root = os.fspath(path), os.fspath(root)
+    return os.path.commonpath([path, root]) == root
