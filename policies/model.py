@@ -133,6 +133,10 @@ class RateLimits:
     min_interval_seconds: int = _bounded(1, WEEK)
     max_tasks: int = _bounded(1000, 1_000_000)
 
+    @property
+    def concurrent_runs(self) -> int:
+        return 16 * (os.cpu_count() or 1)
+
 
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
@@ -369,6 +373,7 @@ class Policy:
     isolation_minimum: IsolationLevel = IsolationLevel.FILESYSTEM
     notifications: NotificationRules = NotificationRules()
     source: pathlib.Path | None = dataclasses.field(default=None, compare=False)
+    revision: int = dataclasses.field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         # A Policy built by hand (tests, other layers) gets the same guarantees as a loaded one.
