@@ -1,10 +1,11 @@
-"""Confining one run: the set-up done in the job's child between fork and exec.
+r"""Confining one run: the set-up done in the job's child between fork and exec.
 
 A :class:`Confiner` lives in a worker for its whole life: it knows what the machine offers
 (:class:`~sandbox.isolation.Isolation`), which paths are the server's own ground, which
 system files are secrets (not world-readable), and holds the prebuilt seccomp filters.
-For each run it makes a :class:`Confinement`, whose ``preexec`` runs in the job's child
-between fork and exec, in this order:
+For each run it makes a :class:`Confinement`, whose :meth:`~Confinement.confine` runs in
+the job's child after the fork (:mod:`sandbox.spawn`), before it waits for its release and
+``exec``\ s, in this order:
 
 1. join the run's own cgroups (made by the worker with the run's caps), so the job and
    everything it starts are born in them; the CPU and file-size rlimits; make the job the
@@ -22,7 +23,9 @@ between fork and exec, in this order:
    to processes outside the run;
 6. the seccomp filter; finally drop every capability.
 
-A failure in the child is written to an error pipe so the run's record says what failed.
+A failure in the child is reported through the started pipe (:mod:`sandbox.spawn`) so the
+run's record says what failed; the error pipe carries the job's exit status from the run's
+namespace init.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class Confiner:
         self.static_rules += [(p, device_rights, False) for p in DEVICES if os.path.exists(p)]
 
     @property
-    def uses_preexec(self) -> bool:
+    def confines(self) -> bool:
+        """Whether runs get any confinement step in their child at all."""
         iso = self.isolation
         return bool(iso.namespaces or iso.landlock_abi or iso.seccomp or iso.cgroups.layers)
 
@@ -117,7 +121,8 @@ class Confiner:
 
 
 class Confinement:
-    """One run's confinement; ``spawn`` wraps the fork so the job gets its own PID namespace."""
+    """One run's confinement: its cgroups, what its child does before ``exec``, and how the
+    job's exit status comes back from the run's namespace init."""
 
     def __init__(self, confiner: Confiner, plan: LaunchPlan, allowed: tuple[Path, ...],
                  network: bool, cgroup: RunCgroup | None = None):
@@ -140,20 +145,15 @@ class Confinement:
 
     @property
     def has_init(self) -> bool:
-        """Whether the process ``spawn`` starts is the run's namespace init, not the job."""
+        """Whether the process the worker forks is the run's namespace init, not the job."""
         return self.confiner.isolation.namespaces
 
-    def spawn(self, popen: Callable[..., object], **kwargs):
-        """Call ``popen`` with our preexec function, in a fresh PID namespace if possible."""
-        confiner = self.confiner
-        if confiner.pid_ns_fd is not None:
-            kernel.unshare(kernel.CLONE_NEWPID)
-        try:
-            return popen(preexec_fn=self._preexec, pass_fds=(self.error_w,), cwd="/", **kwargs)
-        finally:
-            if confiner.pid_ns_fd is not None:
-                kernel.setns(confiner.pid_ns_fd, kernel.CLONE_NEWPID)
+    def forked(self) -> None:
+        """In the worker, once the child is forked: only the child keeps the error pipe's
+        write end, so that its end of file means the run's init is gone."""
+        if self.error_w >= 0:
             os.close(self.error_w)
+            self.error_w = -1
 
     def _report(self) -> str:
         os.set_blocking(self.error_r, False)
@@ -162,12 +162,8 @@ class Confinement:
         except BlockingIOError:
             return ""
 
-    def failure(self) -> str | None:
-        """What the child reported before it failed to start, if anything."""
-        return self._report() or None
-
     def job_returncode(self, fallback: int) -> int:
-        """The job's return code as its namespace init saw it (``Popen`` only sees the
+        """The job's return code as its namespace init saw it (the worker only sees the
         init's); ``fallback`` when the init did not report (it was killed)."""
         text = self._report()
         if text.startswith(STATUS_PREFIX):
@@ -180,22 +176,16 @@ class Confinement:
             self.cgroups.kill()
 
     def close(self) -> None:
+        self.forked()
         os.close(self.error_r)
         if self.cgroups is not None:
             self.end()
             self.cgroups.remove()
 
-    # -- in the child, between fork and exec ---------------------------------------------
+    # -- in the child, between fork and its release ---------------------------------------------
 
-    def _preexec(self) -> None:
-        os.set_inheritable(self.error_w, False)
-        try:
-            self._confine()
-        except BaseException as exc:
-            os.write(self.error_w, f"isolation set-up failed: {exc}".encode())
-            raise
-
-    def _confine(self) -> None:
+    def confine(self) -> None:
+        """Confine the calling process, the job's child (raises on any failure)."""
         iso = self.confiner.isolation
         if self.cgroups is not None:
             for procs_file in self.cgroups.procs_files:

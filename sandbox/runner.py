@@ -1,38 +1,46 @@
-"""Run one job as a child process and watch it until it ends.
+"""One run inside a worker: prepared ahead of its start, released on time, watched to its end.
 
-Called inside a worker process, which is single-threaded (so ``preexec_fn`` is safe) and a
-child subreaper (so every process the job starts stays its descendant). The job gets its
-own session and process group, a fresh environment, rlimits, and a parent-death signal.
-While it runs, the watch loop reads its output, enforces the wall-clock timeout and the
-output cap, and listens to the control connection: a cancel request or the server going away
-stops the job. Memory and process caps are the kernel's where the run has cgroups (a run is
-``killed`` for memory when the cgroup's OOM counter moved, whichever of its processes was
-killed and whatever the exit code); without them the watch loop samples the whole process
-tree every ``SAMPLE_INTERVAL`` and says so in the reason ("sampled"). When the main process
-ends, whatever it left behind is killed: nothing survives a run.
+A :class:`Run` is driven by the worker's event loop (:mod:`sandbox.worker`), which runs
+many at once. :func:`prepare` does everything that does not depend on the instant of the
+start: the policy re-check and launch plan, the run's directory, its cgroups, and the
+child forked, confined and parked just before ``exec`` (:mod:`sandbox.spawn`). At its start
+time the loop calls :meth:`Run.release`, which writes one byte: nothing else lies between
+the slot and ``exec``. A run that may not be released (its task removed or paused, the
+server stopping) is :meth:`~Run.discard`\\ ed: its child exits having run nothing.
+
+Once released, the loop tells the run of its descriptors (output pipes, the started pipe,
+a pidfd that becomes readable when its first process exits) and of the instants it asked
+for (:meth:`Run.next_time`): the timeout, the output cap, a cancel, and, where the kernel
+does not enforce them, the sampled memory and process caps. A run is ``killed`` for memory
+when its cgroup's OOM counter moved, whichever of its processes was killed and whatever the
+exit code. When the first process ends or the run is stopped, everything left of the run
+is killed (politely first when it is stopped for a reason other than a cap), its output is
+drained, and :meth:`Run.result` says what happened.
+
+Runs are told apart by their PID namespace: every process of a run lies below its
+namespace's init. Without PID namespaces a worker has one run at a time (``capacity`` 1)
+and treats all of its descendants as that run's, as before.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
-import resource
 import selectors
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
 
-from policies import PathNotAllowed, PolicyViolation
+from policies import PathNotAllowed, Policy, PolicyViolation
 from policies.errors import IsolationUnavailable
 
-from . import procs
+from . import procs, spawn
 from .capture import OutputCapture
 from .confine import Confinement, Confiner
 from .launch import LaunchPlan, plan_run
@@ -47,16 +55,22 @@ DRAIN_TIMEOUT = 0.5
 READ_CHUNK = 65536
 
 
-_EXITED = object()
+class Phase(enum.Enum):
+    PREPARED = "prepared"   # parked before exec, waiting for its start time
+    STARTING = "starting"   # released; the started pipe has not said how it went
+    RUNNING = "running"
+    STOPPING = "stopping"   # asked to end politely (SIGTERM); killed at the grace's end
+    DRAINING = "draining"   # every process gone; reading what is left of the output
+    DONE = "done"
 
 
-def _pidfd(pid: int) -> int | None:
-    """A descriptor that becomes readable when ``pid`` exits (Linux ≥ 5.3), so the watch
-    loop wakes at once instead of at its next sample."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
+class Stream(enum.Enum):
+    """What a descriptor the loop watches is to the run."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    STARTED = "started"
+    EXITED = "exited"
 
 
 @dataclass
@@ -65,44 +79,54 @@ class _Stop:
     reason: str
 
 
-def execute(request: RunRequest, control: Connection | None = None,
-            confiner: Confiner | None = None) -> RunResult:
-    """Run ``request`` to completion and return its result; never raises for job failures.
-
-    The run's private directory holds its temporary directory (``TMPDIR``, a size-capped
-    tmpfs inside the run's mount namespace) and, beside it, pytest's report.
-    """
+def prepare(request: RunRequest, confiner: Confiner, *, start_at: float | None = None,
+            now: float | None = None) -> "Run | RunResult":
+    """Prepare ``request``'s process, to be released at ``start_at`` (epoch seconds; None:
+    at once). Returns the prepared run, or the result of a run that ends here: ``rejected``
+    by the policy, or ``error`` when its cgroups or its process could not be made."""
+    now = time.time() if now is None else now
+    # Read with ``now``: the release instant must not move by the time preparing takes.
+    release_at = time.monotonic() + max(0.0, (start_at or now) - now)
     rundir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
+    confinement = None
     try:
         tmpdir = rundir / "tmp"
         tmpdir.mkdir(mode=0o1777)
         os.chmod(tmpdir, 0o1777)
         try:
-            plan = plan_run(request, tmpdir, report_dir=rundir)
-            if confiner is not None:
-                _check_confinable(request, plan, confiner)
+            plan = checked_plan(request, confiner, rundir)
         except PolicyViolation as exc:
-            return RunResult(run_id=request.run_id, status=Outcome.REJECTED,
-                             reason=f"{exc.code}: {exc.message}", finished_at=time.time())
+            shutil.rmtree(rundir, ignore_errors=True)
+            return _ended(request, Outcome.REJECTED, f"{exc.code}: {exc.message}")
         if plan.report_path is not None:
             os.close(os.open(plan.report_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        confinement = None
-        if confiner is not None and confiner.uses_preexec:
+        if confiner.confines:
             try:
                 confinement = confiner.prepare(request.run_id, plan,
                                                request.policy.allowed_directories,
                                                request.policy.network)
             except OSError as exc:
-                return RunResult(run_id=request.run_id, status=Outcome.ERROR,
-                                 reason=f"could not make the run's cgroups: {exc}",
-                                 finished_at=time.time())
-        try:
-            return _Job(request.run_id, plan, control, confinement).run()
-        finally:
-            if confinement is not None:
-                confinement.close()
-    finally:
+                shutil.rmtree(rundir, ignore_errors=True)
+                return _ended(request, Outcome.ERROR, f"could not make the run's cgroups: {exc}")
+        parked = spawn.park(plan, confinement)
+    except OSError as exc:
+        if confinement is not None:
+            confinement.close()
         shutil.rmtree(rundir, ignore_errors=True)
+        return _ended(request, Outcome.ERROR, f"could not start the job: {exc.strerror or exc}")
+    return Run(request, plan, rundir, parked, confinement, release_at)
+
+
+def checked_plan(request: RunRequest, confiner: Confiner, rundir: Path) -> LaunchPlan:
+    """The run's launch plan under ``request.policy``; raises PolicyViolation if it may not
+    run (the policy's rules, the isolation it requires, the server's own ground)."""
+    plan = plan_run(request, rundir / "tmp", report_dir=rundir)
+    _check_confinable(request, plan, confiner)
+    return plan
+
+
+def _ended(request: RunRequest, status: Outcome, reason: str) -> RunResult:
+    return RunResult(run_id=request.run_id, status=status, reason=reason, finished_at=time.time())
 
 
 def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner) -> None:
@@ -126,22 +150,6 @@ def _check_confinable(request: RunRequest, plan: LaunchPlan, confiner: Confiner)
                     "or its data directory, which this machine cannot keep from runs (no mount "
                     "namespaces); allow a workspace outside them, such as workspace/",
                     field="isolation")
-
-
-def _apply_rlimits(pid: int, plan: LaunchPlan) -> None:
-    """Set the job's CPU limit right after it started.
-
-    Done from outside (prlimit) rather than in a ``preexec_fn``: without one, ``Popen`` can
-    use vfork, which starts a job in 0.1 ms instead of 1.8 ms. The job runs unlimited for the
-    few microseconds in between, far below any CPU limit's resolution.
-    """
-    cpu = int(plan.limits.cpu_seconds)
-    file_size = plan.limits.file_size_mb * 1048576
-    try:
-        resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (file_size, file_size))
-    except ProcessLookupError:
-        pass
 
 
 def _left(cgroups, tree: list[psutil.Process]) -> bool:
@@ -170,128 +178,311 @@ def processes_reason(max_processes: int) -> str:
     return f"processes: the kernel refused a fork beyond {max_processes} processes"
 
 
-class _Job:
-    def __init__(self, run_id: int, plan: LaunchPlan, control: Connection | None,
-                 confinement: Confinement | None = None):
-        self.run_id = run_id
+class Run:
+    """One run's process and its supervision (see the module docstring)."""
+
+    def __init__(self, request: RunRequest, plan: LaunchPlan, rundir: Path, parked: spawn.Parked,
+                 confinement: Confinement | None, release_at: float):
+        self.request = request
+        self.run_id = request.run_id
         self.plan = plan
-        self.control = control
+        self.rundir = rundir
+        self.parked = parked
+        self.pid = parked.pid
         self.confinement = confinement
         self.cgroups = confinement.cgroups if confinement is not None else None
+        self.release_at = release_at
+        self.phase = Phase.PREPARED
         limit = plan.limits.max_output_kb * 1024
         self.out = OutputCapture(limit)
         self.err = OutputCapture(limit)
         self.output_limit = limit
         self.stop: _Stop | None = None
+        self.start_error: str | None = None
+        self.started_at: float | None = None
+        self.exit_status: int | None = None
+        self.exit_fd: int | None = None
+        self.deadline = 0.0
+        self.next_sample = 0.0
+        self.grace_end = 0.0
+        self.drain_end = 0.0
+        self.open_streams: set[int] = set()
+        self._started_text = b""
+        self._job_code: int | None = None
+        self._result: RunResult | None = None
 
-    def run(self) -> RunResult:
-        plan = self.plan
-        options = dict(env=plan.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-                       restore_signals=True)
-        try:
-            if self.confinement is not None:
-                proc = self.confinement.spawn(subprocess.Popen, args=plan.argv, **options)
-            else:
-                proc = subprocess.Popen(plan.argv, cwd=plan.cwd, **options)
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if self.confinement is not None:
-                reason = self.confinement.failure() or reason
-            return RunResult(run_id=self.run_id, status=Outcome.ERROR,
-                             reason=f"could not start the job: {reason}",
-                             finished_at=time.time())
-        started_at = time.time()
-        if self.confinement is None:
-            _apply_rlimits(proc.pid, plan)
-        if self.control is not None:
-            self.control.send(("started", self.run_id, started_at, proc.pid))
-        try:
-            self._watch(proc, started_at)
-        finally:
-            self._finish(proc)
-        return self._result(proc, started_at)
+    @property
+    def separate(self) -> bool:
+        """Whether the run's processes can be told from other runs' (a PID namespace)."""
+        return self.confinement is not None and self.confinement.has_init
 
-    def _watch(self, proc: subprocess.Popen, started_at: float) -> None:
-        deadline = time.monotonic() + self.plan.limits.timeout_seconds
-        sel = selectors.DefaultSelector()
-        for stream, capture in ((proc.stdout, self.out), (proc.stderr, self.err)):
-            os.set_blocking(stream.fileno(), False)
-            sel.register(stream, selectors.EVENT_READ, capture)
-        if self.control is not None:
-            sel.register(self.control, selectors.EVENT_READ, None)
-        exit_fd = _pidfd(proc.pid)
-        if exit_fd is not None:
-            sel.register(exit_fd, selectors.EVENT_READ, _EXITED)
-        next_sample = time.monotonic() + SAMPLE_INTERVAL
-        try:
-            while self.stop is None and proc.poll() is None:
-                now = time.monotonic()
-                if now >= deadline:
-                    self.stop = _Stop(Outcome.TIMED_OUT,
-                                      f"timeout: ran longer than {self.plan.limits.timeout_seconds:g} s")
-                    break
-                if now >= next_sample:
-                    self._sample(proc)
-                    next_sample = now + SAMPLE_INTERVAL
-                    continue
-                wait = min(deadline, next_sample) - now
-                for key, _ in sel.select(max(wait, 0)):
-                    if key.data is None:
-                        self._on_control()
-                    elif key.data is _EXITED:
-                        sel.unregister(exit_fd)
-                    else:
-                        self._read(key, sel)
-        finally:
-            sel.close()
-            if exit_fd is not None:
-                os.close(exit_fd)
+    @property
+    def released(self) -> bool:
+        return self.phase is not Phase.PREPARED
 
-    def _read(self, key: selectors.SelectorKey, sel: selectors.BaseSelector) -> None:
+    # -- before the start ---------------------------------------------------------------
+
+    def same_launch(self, plan: LaunchPlan, request: RunRequest) -> bool:
+        """Whether ``plan`` under ``request``'s policy starts exactly the process already
+        prepared (so a policy change does not need it prepared again)."""
+        old, new = self.plan, plan
+        return (old.argv == new.argv and old.cwd == new.cwd and old.env == new.env
+                and old.limits == new.limits
+                and self.request.policy.allowed_directories == request.policy.allowed_directories
+                and self.request.policy.network == request.policy.network)
+
+    def release(self, sel: selectors.BaseSelector) -> None:
+        """Let the job ``exec`` now, and watch its descriptors."""
+        self.parked.release()
+        self.phase = Phase.STARTING
+        for fd, stream in ((self.parked.started, Stream.STARTED), (self.parked.stdout, Stream.STDOUT),
+                           (self.parked.stderr, Stream.STDERR)):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, (self, stream))
+            self.open_streams.add(fd)
+        self.exit_fd = _pidfd(self.pid)
+        if self.exit_fd is not None:
+            sel.register(self.exit_fd, selectors.EVENT_READ, (self, Stream.EXITED))
+
+    def discard(self) -> None:
+        """Drop the prepared process: it exits without having run anything of the job."""
+        self.parked.close_go()
+        if self.exit_status is None:
+            # The child may not have made its own process group yet: signal it by pid too.
+            procs.signal_group(self.pid, signal.SIGKILL)
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap_blocking()
+        self.phase = Phase.DONE
+        self.close(None)
+
+    def abandon(self, sel: selectors.BaseSelector | None) -> None:
+        """End the run at once, whatever its phase: everything of it killed and reaped, its
+        resources given back. Its result is not asked for."""
+        if self.phase is Phase.PREPARED:
+            self.discard()
+            return
+        if self.phase is Phase.DONE:
+            return
+        procs.signal_group(self.pid, signal.SIGKILL)
+        if self.confinement is not None:
+            self.confinement.end()
+        if self.exit_status is None:
+            self._reap_blocking()
+        if not self.separate and procs.has_children():
+            procs.kill_descendants()
+        self.phase = Phase.DONE
+        self.close(sel)
+
+    # -- driven by the loop -------------------------------------------------------------
+
+    def next_time(self) -> float | None:
+        """The next monotonic instant the run needs a look (None: only its descriptors)."""
+        if self.phase is Phase.PREPARED:
+            return self.release_at
+        if self.phase is Phase.RUNNING:
+            return min(self.deadline, self.next_sample)
+        if self.phase is Phase.STOPPING:
+            return self.grace_end
+        if self.phase is Phase.DRAINING:
+            return self.drain_end
+        return None
+
+    def on_ready(self, stream: Stream, sel: selectors.BaseSelector, now: float) -> str | None:
+        """A watched descriptor is readable. Returns ``"started"`` when the job has just
+        ``exec``\\ d (the loop reports it)."""
+        if stream is Stream.EXITED:
+            sel.unregister(self.exit_fd)
+            return None
+        fd = {Stream.STARTED: self.parked.started, Stream.STDOUT: self.parked.stdout,
+              Stream.STDERR: self.parked.stderr}[stream]
         try:
-            data = os.read(key.fd, READ_CHUNK)
+            data = os.read(fd, READ_CHUNK)
         except BlockingIOError:
-            return
+            return None
+        if stream is Stream.STARTED:
+            if data:
+                self._started_text += data
+                return None
+            sel.unregister(fd)
+            self.open_streams.discard(fd)
+            return self._started(now)
         if not data:
-            sel.unregister(key.fileobj)
-            return
-        key.data.feed(data)
-        if self.out.total + self.err.total > self.output_limit and self.stop is None:
-            self.stop = _Stop(Outcome.KILLED,
-                              f"output: wrote more than {self.plan.limits.max_output_kb} KB")
+            sel.unregister(fd)
+            self.open_streams.discard(fd)
+            return None
+        (self.out if stream is Stream.STDOUT else self.err).feed(data)
+        if self.out.total + self.err.total > self.output_limit:
+            self._stop(Outcome.KILLED, f"output: wrote more than {self.plan.limits.max_output_kb} KB")
+        return None
 
-    def _on_control(self) -> None:
+    def _started(self, now: float) -> str | None:
+        """The started pipe reached its end: the job ``exec``\\ d, or says why it did not."""
+        stamp, error = spawn.read_started(self._started_text)
+        if error:
+            self.start_error = error
+            self._stop(Outcome.ERROR, error)
+            return None
+        if self.started_at is None:
+            self.started_at = stamp if stamp is not None else time.time()
+        if self.phase is not Phase.STARTING:
+            return None
+        self.phase = Phase.RUNNING
+        self.deadline = now + self.plan.limits.timeout_seconds
+        self.next_sample = now + SAMPLE_INTERVAL
+        return "started"
+
+    def cancel(self, reason: str) -> None:
+        """End a released run as ``interrupted`` (the server stops or went away)."""
+        self._stop(Outcome.INTERRUPTED, reason)
+
+    def exited(self, status: int) -> None:
+        """The loop reaped the run's first process with wait status ``status``."""
+        self.exit_status = status
+
+    def tick(self, sel: selectors.BaseSelector, now: float) -> str | None:
+        """Advance the run as far as it can go at ``now`` without blocking. Returns
+        ``"started"`` when it only now learnt that the job ``exec``\\ d (it ended so soon
+        that its end was seen first)."""
+        event = None
+        if (self.phase is Phase.STARTING and self.exit_status is not None
+                and self.parked.started in self.open_streams):
+            event = self._drain_started(sel, now)
+        if self.phase is Phase.RUNNING and self.exit_status is None and self.stop is None:
+            if now >= self.deadline:
+                self._stop(Outcome.TIMED_OUT,
+                           f"timeout: ran longer than {self.plan.limits.timeout_seconds:g} s")
+            elif now >= self.next_sample:
+                self.next_sample = now + SAMPLE_INTERVAL
+                self._sample()
+        if self.phase in (Phase.STARTING, Phase.RUNNING) and (
+                self.exit_status is not None or self.stop is not None):
+            polite = (self.exit_status is None and self.stop is not None
+                      and self.stop.status not in (Outcome.KILLED, Outcome.ERROR))
+            if polite:
+                procs.signal_group(self.pid, signal.SIGTERM)
+                self.phase = Phase.STOPPING
+                self.grace_end = now + TERM_GRACE
+            else:
+                self._kill_all(now)
+        if self.phase is Phase.STOPPING and (self.exit_status is not None or now >= self.grace_end):
+            self._kill_all(now)
+        if self.phase is Phase.DRAINING:
+            self._drain(sel, now)
+        return event
+
+    # -- ending -------------------------------------------------------------------------
+
+    def _stop(self, status: Outcome, reason: str) -> None:
+        if self.stop is None:
+            self.stop = _Stop(status, reason)
+
+    def _kill_all(self, now: float) -> None:
+        """Kill every process left of the run and reap its first one; then drain."""
+        procs.signal_group(self.pid, signal.SIGKILL)
+        if self.confinement is not None:
+            self.confinement.end()
+        if self.exit_status is None:
+            self._reap_blocking()
+        if not self.separate and procs.has_children():
+            procs.kill_descendants()
+        self.phase = Phase.DRAINING
+        self.drain_end = now + DRAIN_TIMEOUT
+
+    def _reap_blocking(self) -> None:
+        """Wait for the first process, which was sent SIGKILL (quick, bounded by the kernel)."""
         try:
-            message = self.control.recv()
-        except (EOFError, OSError):
-            self.stop = _Stop(Outcome.INTERRUPTED, "the server went away while the run was running")
-            return
-        if message and message[0] == "cancel":
-            self.stop = _Stop(Outcome.INTERRUPTED, message[1] if len(message) > 1 else "cancelled")
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            status = None
+        if self.exit_status is None:
+            self.exit_status = status
 
-    def _sample(self, proc: subprocess.Popen) -> None:
+    def _drain(self, sel: selectors.BaseSelector, now: float) -> None:
+        if self.parked.started in self.open_streams:
+            self._drain_started(sel, now)
+        for fd in list(self.open_streams):
+            if fd == self.parked.started:
+                continue
+            while True:
+                try:
+                    data = os.read(fd, READ_CHUNK)
+                except BlockingIOError:
+                    break
+                if not data:
+                    sel.unregister(fd)
+                    self.open_streams.discard(fd)
+                    break
+                (self.out if fd == self.parked.stdout else self.err).feed(data)
+        streams = self.open_streams - {self.parked.started}
+        if not streams or now >= self.drain_end:
+            self._finish(sel)
+
+    def _finish(self, sel: selectors.BaseSelector) -> None:
+        """Settle the result while the run's cgroups still say what happened; then close."""
+        if self.confinement is not None and self.exit_status is not None:
+            self._job_code = self.confinement.job_returncode(
+                os.waitstatus_to_exitcode(self.exit_status))
+        self._result = self._outcome()
+        self.phase = Phase.DONE
+        self.close(sel)
+
+    def _drain_started(self, sel: selectors.BaseSelector, now: float) -> str | None:
+        """The run's first process is gone: read the started pipe to its end, if it has
+        one, to learn whether the job ran."""
+        fd = self.parked.started
+        try:
+            while data := os.read(fd, READ_CHUNK):
+                self._started_text += data
+        except BlockingIOError:
+            return None
+        sel.unregister(fd)
+        self.open_streams.discard(fd)
+        return self._started(now)
+
+    def close(self, sel: selectors.BaseSelector | None) -> None:
+        """Give back everything the run holds: descriptors, cgroups, its directory."""
+        if sel is not None:
+            for fd in list(self.open_streams) + ([self.exit_fd] if self.exit_fd is not None else []):
+                try:
+                    sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+        self.open_streams.clear()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        self.parked.close()
+        if self.confinement is not None:
+            self.confinement.close()
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+    # -- sampling -----------------------------------------------------------------------
+
+    def _tree(self) -> list[psutil.Process]:
+        """The run's live processes but its namespace init."""
+        return procs.descendants(self.pid) if self.separate else procs.descendants()
+
+    def _sample(self) -> None:
         limits = self.plan.limits
         cgroups = self.cgroups
         if cgroups is not None and cgroups.pids_refused():
-            self.stop = _Stop(Outcome.KILLED, processes_reason(limits.max_processes))
+            self._stop(Outcome.KILLED, processes_reason(limits.max_processes))
             return
         watch_escape = cgroups is not None and self.confinement.cgroups_reachable
         kernel_caps = cgroups is not None and cgroups.memory is not None and cgroups.pids is not None
         if kernel_caps and not watch_escape:
             return  # the kernel enforces both caps exactly; sampling could only misjudge
-        tree = procs.descendants()
+        tree = self._tree()
         if watch_escape and _left(cgroups, tree):
-            self.stop = _Stop(Outcome.KILLED, "cgroup: a process of the run left its cgroups")
+            self._stop(Outcome.KILLED, "cgroup: a process of the run left its cgroups")
             return
         if kernel_caps:
             return
-        if self.confinement is not None and self.confinement.has_init:
-            # The namespace init is ours, not the job's: a copy-on-write image of this worker.
-            tree = [p for p in tree if p.pid != proc.pid]
         if len(tree) > limits.max_processes:
-            self.stop = _Stop(Outcome.KILLED,
-                              f"processes: more than {limits.max_processes} processes (sampled)")
+            self._stop(Outcome.KILLED, f"processes: more than {limits.max_processes} processes (sampled)")
             return
         rss = 0
         for p in tree:
@@ -300,54 +491,36 @@ class _Job:
             except psutil.Error:
                 continue
         if rss > limits.memory_mb * 1024 * 1024:
-            self.stop = _Stop(Outcome.KILLED, f"memory: used more than {limits.memory_mb} MB, "
-                                                f"{rss // 1048576} MB (sampled)")
+            self._stop(Outcome.KILLED, f"memory: used more than {limits.memory_mb} MB, "
+                                       f"{rss // 1048576} MB (sampled)")
 
-    def _finish(self, proc: subprocess.Popen) -> None:
-        """Stop the job's whole tree (politely first if it is still running), then drain."""
-        if proc.poll() is None and self.stop is not None and self.stop.status is not Outcome.KILLED:
-            procs.signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(TERM_GRACE)
-            except subprocess.TimeoutExpired:
-                pass
-        procs.signal_group(proc.pid, signal.SIGKILL)
-        if self.confinement is not None:
-            self.confinement.end()
-        proc.wait()
-        if procs.has_children():
-            procs.kill_descendants()
-        self._drain(proc)
+    # -- the result ---------------------------------------------------------------------
 
-    def _drain(self, proc: subprocess.Popen) -> None:
-        end = time.monotonic() + DRAIN_TIMEOUT
-        for stream, capture in ((proc.stdout, self.out), (proc.stderr, self.err)):
-            while time.monotonic() < end:
-                try:
-                    data = os.read(stream.fileno(), READ_CHUNK)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                capture.feed(data)
-            stream.close()
+    def result(self) -> RunResult:
+        """What happened, once the run is :attr:`Phase.DONE`."""
+        assert self._result is not None, "the run has not ended"
+        return self._result
 
-    def _result(self, proc: subprocess.Popen, started_at: float) -> RunResult:
-        code = proc.returncode
-        if self.confinement is not None:
-            code = self.confinement.job_returncode(code)
+    def _outcome(self) -> RunResult:
         limits = self.plan.limits
+        if self.start_error is not None:
+            return RunResult(run_id=self.run_id, status=Outcome.ERROR, reason=self.start_error,
+                             finished_at=time.time(), stdout=self.out.text(), stderr=self.err.text())
+        code = self._job_code
+        if code is None and self.exit_status is not None:
+            code = os.waitstatus_to_exitcode(self.exit_status)
         oom_kills = self.cgroups.oom_kills() if self.cgroups is not None else 0
         refused = self.cgroups.pids_refused() if self.cgroups is not None else 0
-        if self.stop is not None and self.stop.status is Outcome.INTERRUPTED:
-            status, reason = self.stop.status, self.stop.reason
+        stop = self.stop
+        if stop is not None and stop.status is Outcome.INTERRUPTED:
+            status, reason = stop.status, stop.reason
         elif oom_kills:
             status, reason = Outcome.KILLED, memory_reason(limits.memory_mb, oom_kills)
-        elif refused and self.stop is None:
-            # A fork refused and the job gone before the next sample saw it.
+        elif refused and stop is None:
+            # The refused fork may have made the job fail or exit at once, before a sample.
             status, reason = Outcome.KILLED, processes_reason(limits.max_processes)
-        elif self.stop is not None:
-            status, reason = self.stop.status, self.stop.reason
+        elif stop is not None:
+            status, reason = stop.status, stop.reason
         elif code == 0:
             status, reason = Outcome.SUCCEEDED, None
         elif code == -signal.SIGXCPU:
@@ -357,10 +530,34 @@ class _Job:
             status = Outcome.KILLED
             reason = f"file size: wrote a file larger than {limits.file_size_mb} MB"
         else:
-            status, reason = Outcome.FAILED, procs.describe_exit(code)
+            status, reason = Outcome.FAILED, procs.describe_exit(code if code is not None else -9)
         tests = read_junit_counts(self.plan.report_path) if self.plan.report_path else None
         return RunResult(
             run_id=self.run_id, status=status, reason=reason, exit_code=code,
-            started_at=started_at, finished_at=time.time(),
+            started_at=self.started_at, finished_at=time.time(),
             stdout=self.out.text(), stderr=self.err.text(),
-            truncated=self.out.truncated or self.err.truncated, tests=tests, pid=proc.pid)
+            truncated=self.out.truncated or self.err.truncated, tests=tests, pid=self.pid)
+
+
+def recheck(run: Run, policy: Policy, confiner: Confiner) -> "RunResult | RunRequest | None":
+    """Check a prepared run again under a changed ``policy``: None if it may start as
+    prepared, a ``rejected`` result if it may no longer run, or the request to prepare
+    again (the policy allows it, but with a different launch: other limits, paths, ...)."""
+    request = replace(run.request, policy=policy)
+    try:
+        plan = checked_plan(request, confiner, run.rundir)
+    except PolicyViolation as exc:
+        return _ended(request, Outcome.REJECTED, f"{exc.code}: {exc.message}")
+    if run.same_launch(plan, request):
+        run.request = request
+        return None
+    return request
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux ≥ 5.3), so the loop
+    wakes at once instead of at its next sample."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None

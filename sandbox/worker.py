@@ -1,28 +1,55 @@
-"""The worker process: receives run requests over a pipe and runs one job at a time.
+"""The worker process: prepares runs ahead of their start and supervises many at once.
 
 A worker is started with the ``spawn`` context, so it begins single-threaded and with none
 of the server's threads or locks. It makes itself a child subreaper so that every process
 its jobs leave behind is re-parented to it and can be killed. When the server goes away
-(the pipe reaches end of file), the worker kills its job and exits: no job outlives the
-server, even one killed with SIGKILL.
+(the pipe reaches end of file), the worker discards what it prepared, kills what it runs
+and exits: no job outlives the server, even one killed with SIGKILL.
 
-Messages in:  ("run", RunRequest) · ("cancel", reason) · ("stop",)
-Messages out: ("hello", isolation) · ("started", run_id, started_at, pid) · ("done", RunResult)
+One thread, one selector (:class:`WorkerLoop`): the server's pipe, and for every released
+run its output pipes, its started pipe and a pidfd. A run request is prepared at once
+(:func:`sandbox.runner.prepare`: the child forked, confined and parked before ``exec``) and
+released at its start time; the loop's wait ends about a millisecond before that instant
+and sleeps the rest precisely. Each run keeps its own cgroups, caps, timeout and tree
+watch; the loop only decides *when* to look at it.
+
+A worker runs several runs at once only where they can be told apart (PID namespaces:
+every process of a run lies below its namespace's init); elsewhere its ``capacity`` is one.
+
+Messages in:  ("run", RunRequest) · ("discard", run_id) · ("policy", Policy) ·
+              ("cancel", reason) · ("stop",)
+Messages out: ("hello", isolation, capacity) · ("started", run_id, started_at, pid) ·
+              ("done", RunResult) · ("discarded", run_id)
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import selectors
 import signal
+import time
+from dataclasses import replace
 from multiprocessing.connection import Connection
+
+from policies import Policy
 
 from . import procs, runner
 from .confine import Confiner
 from .isolation import detect
-from .types import ProtectedPaths
+from .runner import Phase, Run
+from .types import Outcome, ProtectedPaths, RunRequest, RunResult
 
 log = logging.getLogger(__name__)
+
+# How many runs one worker supervises at once where runs can be told apart; the pool's
+# in-flight bound (the policy's max_concurrent_runs) is what really limits them.
+CAPACITY = 1024
+# The selector's wait is rounded to whole milliseconds; the last stretch before a release
+# is slept precisely instead.
+PRECISE = 0.002
+_CONN = "conn"
 
 
 def _ignore(signum, frame) -> None:
@@ -50,22 +77,207 @@ def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     isolation = detect()
     confiner = Confiner(isolation, protected)
+    capacity = CAPACITY if isolation.namespaces else 1
     try:
-        conn.send(("hello", isolation.to_dict()))
+        conn.send(("hello", isolation.to_dict(), capacity))
     except OSError:
         return
-    while True:
+    WorkerLoop(conn, confiner).serve()
+
+
+class WorkerLoop:
+    """The worker's event loop over the server's pipe and its runs (see the module
+    docstring)."""
+
+    def __init__(self, conn: Connection, confiner: Confiner):
+        self.conn = conn
+        self.confiner = confiner
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(conn.fileno(), selectors.EVENT_READ, _CONN)
+        self.runs: dict[int, Run] = {}
+        self.policy: Policy | None = None
+        self.ending = False
+
+    def serve(self) -> None:
+        """Run until told to stop (or the server is gone) and every run has ended."""
         try:
-            message = conn.recv()
+            while not (self.ending and not self.runs):
+                self._turn()
+        finally:
+            for run in list(self.runs.values()):
+                self._forget(run)
+            self.sel.close()
+
+    def _turn(self) -> None:
+        wait = self._wait()
+        if wait is not None and wait < PRECISE:
+            time.sleep(max(0.0, wait))
+            events = self.sel.select(0)
+        else:
+            events = self.sel.select(None if wait is None else wait - PRECISE / 2)
+        now = time.monotonic()
+        for key, _ in events:
+            if key.data == _CONN:
+                self._receive()
+                continue
+            run, stream = key.data
+            if run.run_id not in self.runs:
+                continue
+            self._guard(run, lambda: self._on_ready(run, stream, now))
+        self._reap()
+        self._advance()
+
+    def _wait(self) -> float | None:
+        """Seconds until the next instant a run asked for (None: nothing is timed)."""
+        times = [t for t in (run.next_time() for run in self.runs.values()) if t is not None]
+        if not times:
+            return None
+        return max(0.0, min(times) - time.monotonic())
+
+    def _on_ready(self, run: Run, stream: runner.Stream, now: float) -> None:
+        if run.on_ready(stream, self.sel, now) == "started":
+            self._send(("started", run.run_id, run.started_at, run.pid))
+
+    def _advance(self) -> None:
+        """Release the runs whose time has come, then let every run move on."""
+        now = time.monotonic()
+        due = sorted((r for r in self.runs.values() if r.phase is Phase.PREPARED
+                      and r.release_at <= now), key=lambda r: r.release_at)
+        for run in due:
+            self._guard(run, lambda r=run: r.release(self.sel))
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.released:
+                self._guard(run, lambda r=run: self._tick(r, now))
+            if run.phase is Phase.DONE and run.run_id in self.runs:
+                del self.runs[run.run_id]
+                self._send(("done", run.result()))
+
+    def _tick(self, run: Run, now: float) -> None:
+        if run.tick(self.sel, now) == "started":
+            self._send(("started", run.run_id, run.started_at, run.pid))
+
+    def _reap(self) -> None:
+        """Collect every exited child; a run's first process is handed to its run, any
+        other (an orphan re-parented to this subreaper) is just reaped."""
+        by_pid = {run.pid: run for run in self.runs.values() if run.exit_status is None}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run = by_pid.get(pid)
+            if run is not None:
+                run.exited(status)
+
+    # -- messages from the server ---------------------------------------------------------
+
+    def _receive(self) -> None:
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                getattr(self, "_on_" + message[0])(*message[1:])
         except (EOFError, OSError):
+            self._server_gone()
+
+    def _on_run(self, request: RunRequest) -> None:
+        if self.ending:
             return
-        kind = message[0]
-        if kind == "stop":
+        if self.policy is not None and self.policy.revision > request.policy.revision:
+            request = replace(request, policy=self.policy)
+        self._prepare(request)
+
+    def _on_discard(self, run_id: int) -> None:
+        run = self.runs.get(run_id)
+        if run is not None and not run.released:
+            self._drop(run)
+
+    def _on_policy(self, policy: Policy) -> None:
+        if self.policy is not None and self.policy.revision >= policy.revision:
             return
-        if kind != "run":
-            continue
-        result = runner.execute(message[1], conn, confiner)
+        self.policy = policy
+        for run in [r for r in self.runs.values() if not r.released]:
+            if run.request.policy.revision >= policy.revision:
+                continue
+            self._guard(run, lambda r=run: self._recheck(r, policy))
+
+    def _on_cancel(self, reason: str) -> None:
+        for run in list(self.runs.values()):
+            if run.released:
+                run.cancel(reason)
+            else:
+                self._drop(run)
+
+    def _on_stop(self) -> None:
+        self.ending = True
+        self._on_cancel("the server stopped")
+
+    def _server_gone(self) -> None:
         try:
-            conn.send(("done", result))
-        except OSError:
+            self.sel.unregister(self.conn.fileno())
+        except (KeyError, ValueError, OSError):
+            pass
+        self.ending = True
+        for run in list(self.runs.values()):
+            if run.released:
+                run.cancel("the server went away")
+            else:
+                self._forget(run)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def _prepare(self, request: RunRequest) -> None:
+        try:
+            prepared = runner.prepare(request, self.confiner, start_at=request.scheduled_for)
+        except Exception as exc:  # one run's surprise must not cost the others their worker
+            log.exception("preparing run %d failed", request.run_id, extra={"run_id": request.run_id})
+            prepared = RunResult(run_id=request.run_id, status=Outcome.ERROR,
+                                 reason=f"the worker could not prepare the run: {exc}",
+                                 finished_at=time.time())
+        if isinstance(prepared, RunResult):
+            self._send(("done", prepared))
+        else:
+            self.runs[request.run_id] = prepared
+
+    def _recheck(self, run: Run, policy: Policy) -> None:
+        verdict = runner.recheck(run, policy, self.confiner)
+        if verdict is None:
             return
+        self._forget(run)
+        if isinstance(verdict, RunResult):
+            self._send(("done", verdict))
+        else:
+            self._prepare(verdict)
+
+    def _drop(self, run: Run) -> None:
+        """Discard a prepared run and say so: nothing of it ran."""
+        self._forget(run)
+        self._send(("discarded", run.run_id))
+
+    def _forget(self, run: Run) -> None:
+        """Take ``run`` out of the loop, its processes killed and its resources released."""
+        self.runs.pop(run.run_id, None)
+        run.abandon(self.sel)
+
+    def _guard(self, run: Run, step) -> None:
+        """Do ``step`` for ``run``; a bug in it ends that run as ``error``, not the worker."""
+        try:
+            step()
+        except Exception as exc:
+            log.exception("run %d: the worker failed to supervise it", run.run_id,
+                          extra={"run_id": run.run_id})
+            self._forget(run)
+            self._send(("done", RunResult(run_id=run.run_id, status=Outcome.ERROR,
+                                          reason=f"the worker failed to supervise the run: {exc}",
+                                          started_at=run.started_at, finished_at=time.time())))
+
+    def _send(self, message: tuple) -> None:
+        if self.ending and self.conn.closed:
+            return
+        try:
+            self.conn.send(message)
+        except (OSError, ValueError):
+            self._server_gone()
+
