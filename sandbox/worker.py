@@ -110,11 +110,14 @@ class WorkerLoop:
 
     def _turn(self) -> None:
         wait = self._wait()
-        if wait is not None and wait < PRECISE:
-            time.sleep(max(0.0, wait))
+        release = self._until_release()
+        if release is not None and release < PRECISE:
+            time.sleep(release)
             events = self.sel.select(0)
         else:
-            events = self.sel.select(None if wait is None else wait - PRECISE / 2)
+            if release is not None:
+                wait = min(wait, release - PRECISE / 2)
+            events = self.sel.select(wait)
         now = time.monotonic()
         for key, _ in events:
             if key.data == _CONN:
@@ -130,6 +133,13 @@ class WorkerLoop:
     def _wait(self) -> float | None:
         """Seconds until the next instant a run asked for (None: nothing is timed)."""
         times = [t for t in (run.next_time() for run in self.runs.values()) if t is not None]
+        if not times:
+            return None
+        return max(0.0, min(times) - time.monotonic())
+
+    def _until_release(self) -> float | None:
+        """Seconds until the next prepared run is to be released (None: none is waiting)."""
+        times = [run.release_at for run in self.runs.values() if not run.released]
         if not times:
             return None
         return max(0.0, min(times) - time.monotonic())
