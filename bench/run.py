@@ -2,7 +2,7 @@
 
     python -m bench.run [--quick] [--only lateness,throughput,api,idle,runpath,ontime] [--keep]
 
-``--quick`` is the smoke test CI runs: small sizes, short windows, well under a minute; it
+``--quick`` is the smoke test CI runs: small sizes, short windows, about a minute and a half; it
 checks that every benchmark still works and asserts nothing about speed.
 """
 
