@@ -66,12 +66,14 @@ def family(pid: int) -> list[psutil.Process]:
 
 
 @contextlib.contextmanager
-def server(base: Path, *, workers: int = 2, args: Sequence[str] = ()) -> Iterator[Server]:
-    """Our server on a free loopback port with the benchmark policy; stopped (SIGTERM, then
+def server(base: Path, *, workers: int = 2, args: Sequence[str] = (),
+           policy: str = POLICY) -> Iterator[Server]:
+    """Our server on a free loopback port with the benchmark policy (``policy``: a variant
+    of :data:`POLICY`, with the same ``{workspace}`` placeholder); stopped (SIGTERM, then
     SIGKILL of its whole process tree by PID) whatever happens."""
     base.mkdir(parents=True, exist_ok=True)
     srv = Server(base, workers=workers, extra_args=tuple(args),
-                 policy_text=POLICY.format(workspace=base / "workspace"))
+                 policy_text=policy.format(workspace=base / "workspace"))
     try:
         srv.start()
         yield srv

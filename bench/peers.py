@@ -4,6 +4,8 @@
     lateness-schedule-idle PLAN OUT
                                  the same, sleeping schedule.idle_seconds() instead of 1 s
     lateness-aps PLAN OUT        APScheduler 3 BackgroundScheduler (misfire grace off)
+    ontime-aps PLAN OUT THREADS  the same with a pool of THREADS threads, each job reading its
+                                 own clock (the command's output) until the plan's last slot
     idle-aps N SEED              APScheduler 3 holding N hourly interval jobs (MemoryJobStore);
                                  prints "ready", then answers "list" lines on stdin until EOF
     idle-schedule N SEED LOOP    the `schedule` library holding N hourly jobs, its loop
@@ -13,7 +15,9 @@
 A lateness PLAN is JSON: {"tasks": [{"id", "interval", "first"}], "end", "command"}: each
 task is due at first + k * interval. Jobs launch the same `/bin/sh -c COMMAND` the server
 runs; a job's start time is taken right after Popen returned, as the server's worker does.
-OUT receives the records: [task_id, due, started or null, status].
+OUT receives the records: [task_id, due, started or null, status]. An on-time PLAN also has
+"last", the last slot of every task, and its command prints the instant it started (the
+job's own clock): that instant is "started".
 """
 
 from __future__ import annotations
@@ -93,14 +97,20 @@ class _RunTimeStash(logging.Filter):
         return False
 
 
-def lateness_aps(plan: dict, out: str) -> None:
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
-    from apscheduler.schedulers.background import BackgroundScheduler
-
+def _stash_run_times() -> _RunTimeStash:
+    """Install the filter on the default executor's logger (where "Running job" is logged)."""
     log = logging.getLogger("apscheduler.executors.default")
     log.setLevel(logging.INFO)
     stash = _RunTimeStash()
     log.addFilter(stash)
+    return stash
+
+
+def lateness_aps(plan: dict, out: str) -> None:
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    stash = _stash_run_times()
     records, command, lock = [], plan["command"], threading.Lock()
 
     def fire(task_id: str) -> None:
@@ -123,6 +133,54 @@ def lateness_aps(plan: dict, out: str) -> None:
     sched.start()
     _sleep_until(plan["end"] + 1.0)
     sched.shutdown(wait=True)
+    with open(out, "w") as f:
+        json.dump(records, f)
+
+
+def _read_clock(command: str) -> float | None:
+    """Run the job; its output is the instant it started by its own clock (None if it
+    printed no number)."""
+    done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True)
+    try:
+        return float(done.stdout)
+    except ValueError:
+        return None
+
+
+def ontime_aps(plan: dict, out: str, threads: int) -> None:
+    """Every task of the plan as an interval job ending at the plan's last slot, in a pool of
+    ``threads`` threads; each run records the clock its job printed."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    stash = _stash_run_times()
+    records, command, lock = [], plan["command"], threading.Lock()
+
+    def fire(task_id: str) -> None:
+        due = stash.local.run_time.timestamp()
+        clock = _read_clock(command)
+        with lock:
+            records.append([task_id, due, clock, "failed" if clock is None else "succeeded"])
+
+    def skipped(event) -> None:
+        with lock:
+            records.extend([event.job_id, t.timestamp(), None, "skipped"]
+                           for t in event.scheduled_run_times)
+
+    sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(threads)},
+                                job_defaults={"misfire_grace_time": None, "coalesce": True,
+                                              "max_instances": 1})
+    sched.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
+    last = datetime.fromtimestamp(plan["last"], tz=timezone.utc)
+    for task in plan["tasks"]:
+        sched.add_job(fire, "interval", seconds=task["interval"], id=task["id"], args=(task["id"],),
+                      start_date=datetime.fromtimestamp(task["first"], tz=timezone.utc),
+                      end_date=last)
+    sched.start()
+    _sleep_until(plan["last"] + 1.0)
+    sched.shutdown(wait=True)  # the pool's queued runs too
     with open(out, "w") as f:
         json.dump(records, f)
 
@@ -195,6 +253,8 @@ def main(argv: list[str]) -> None:
         lateness_schedule(json.load(open(argv[1])), argv[2], loop="idle")
     elif mode == "lateness-aps":
         lateness_aps(json.load(open(argv[1])), argv[2])
+    elif mode == "ontime-aps":
+        ontime_aps(json.load(open(argv[1])), argv[2], int(argv[3]))
     elif mode == "idle-aps":
         idle_aps(int(argv[1]), int(argv[2]))
     elif mode == "idle-schedule":

@@ -1,8 +1,8 @@
 """Run the benchmarks and print one table per benchmark (``make bench``, ``make bench-quick``).
 
-    python -m bench.run [--quick] [--only lateness,throughput,api,idle,runpath] [--keep]
+    python -m bench.run [--quick] [--only lateness,throughput,api,idle,runpath,ontime] [--keep]
 
-``--quick`` is the smoke test CI runs: small sizes, short windows, well under a minute; it
+``--quick`` is the smoke test CI runs: small sizes, short windows, about a minute and a half; it
 checks that every benchmark still works and asserts nothing about speed.
 """
 
@@ -20,10 +20,10 @@ if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import api_load, common, idle, lateness, runpath, throughput  # noqa: E402
+from bench import api_load, common, idle, lateness, ontime, runpath, throughput  # noqa: E402
 
 BENCHMARKS = {"lateness": lateness, "throughput": throughput, "api": api_load, "idle": idle,
-              "runpath": runpath}
+              "runpath": runpath, "ontime": ontime}
 
 
 def main(argv: list[str] | None = None) -> int:

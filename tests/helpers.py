@@ -90,7 +90,9 @@ class Server:
             raise AssertionError(f"server exited with {self.proc.returncode}: {self.read_log()}")
         try:
             return requests.get(self.url + "/health", timeout=1).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Listening but not answering yet (a busy machine, the app still loading):
+            # not healthy yet; wait_until's deadline bounds the wait.
             return False
 
     def read_log(self) -> str:
