@@ -477,7 +477,8 @@ class Scheduler:
 
     def _after_discard(self, discarded: DiscardedRun) -> None:
         """Launcher discard listener: a slot's run was dropped before it started, so the
-        slot did not fire after all (a task with ``max_runs`` still has it to run)."""
+        slot did not fire after all: a task with ``max_runs`` still has it to run, and a
+        resume or start before the slot runs it."""
         if discarded.trigger not in SLOTTED:
             return
         with self._lock:
@@ -485,6 +486,9 @@ class Scheduler:
             if task is None or task.runs_fired == 0:
                 return
             task.runs_fired -= 1
+            # Slots are whole milliseconds: just before it, the slot is the next one.
+            task.checkpoint = min(task.checkpoint,
+                                  max(self.clock(), discarded.scheduled_for - 0.001))
             self.store.save_progress(task.task_id, task.runs_fired, task.checkpoint)
 
     def _plan_retry(self, task: Task, finished: FinishedRun) -> bool:

@@ -1097,6 +1097,37 @@ def test_pause_discards_and_a_dropped_run_leaves_no_trace(h):
     assert h.executor.ids[-1] != prepared
 
 
+def test_a_slot_dropped_at_stop_runs_after_a_start_before_it(h):
+    h.create()
+    slot = h.sched.task("t1").next_run
+    h.fire_early(ahead=0.5)
+    [prepared] = h.executor.ids
+    assert h.sched.stop() is True
+    h.executor.drop(prepared)
+    task = h.sched.task("t1")
+    assert task.runs_fired == 0 and task.checkpoint < slot
+    assert h.sched.display_next_run(task) == slot  # what a client sees while stopped
+    h.clock.now = slot - 0.3
+    assert h.sched.start() is True
+    assert h.sched.task("t1").next_run == slot
+    assert h.fire() == (slot, slot + P)
+    [run] = h.runs()
+    assert run.scheduled_for == slot and run.run_id != prepared
+
+
+def test_a_run_dropped_after_its_slot_passed_is_not_due_again(h):
+    h.create()
+    slot = h.sched.task("t1").next_run
+    h.fire_early(ahead=0.5)
+    [prepared] = h.executor.ids
+    h.sched.stop()
+    h.clock.now = slot + 2  # e.g. it waited for a worker past its slot
+    h.executor.drop(prepared)
+    task = h.sched.task("t1")
+    assert task.runs_fired == 0 and task.checkpoint == slot  # its time is gone: dealt with
+    assert h.sched.display_next_run(task) == slot + P
+
+
 def test_a_run_parked_behind_the_active_one_is_dropped_at_once(h):
     ended = []
     h.sched.add_run_listener(ended.append)
