@@ -124,8 +124,11 @@ def create_app(config: ServerConfig | None = None, *, executor: Executor | None 
     scheduler = Scheduler(store, pool, policy.current,
                           config=SchedulerConfig(history_per_task=config.history_per_task,
                                                  shutdown_grace=config.shutdown_grace,
-                                                 autostart=config.autostart),
+                                                 autostart=config.autostart,
+                                                 prepare_ahead=config.prepare_ahead),
                           render_run=run_view, tz=zone)
+    # Runs the pool prepared ahead of their slot are checked again against a new policy.
+    policy.add_listener(scheduler.policy_changed)
     # Before the scheduler opens: runs it launches at once (missed slots) are counted too.
     metrics.install(app, scheduler, policy)
     scheduler.open()

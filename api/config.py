@@ -16,6 +16,9 @@ from .logformat import LogFormat
 
 ENV_PREFIX = "TASK_SCHEDULER_"
 LOOPBACK_NAMES = ("localhost",)
+# A prepared run holds a forked, confined process while it waits for its slot: a minute
+# of that is plenty for any machine, and more would only hold memory for nothing.
+MAX_PREPARE_AHEAD = 60.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class ServerConfig:
     threads: int = 8
     max_body_kb: int = 512
     shutdown_grace: float = 10.0
+    # Seconds before its start that a scheduled run is handed to a worker to be prepared.
+    prepare_ahead: float = 1.0
     history_per_task: int = 100
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -115,6 +120,11 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                    help="HTTP server threads (default %(default)s)")
     p.add_argument("--shutdown-grace", type=float, default=float(_env("shutdown_grace", d.shutdown_grace)),
                    help="seconds running jobs get at shutdown before they are killed")
+    p.add_argument("--prepare-ahead", type=float, metavar="SECONDS",
+                   default=float(_env("prepare_ahead", d.prepare_ahead)),
+                   help="how long before its start a scheduled run is handed to a worker, "
+                        "which prepares its confined process then (0 to "
+                        f"{MAX_PREPARE_AHEAD:g}; default %(default)s; 0: not ahead)")
     p.add_argument("--log-level", default=_env("log_level", d.log_level),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", type=LogFormat, default=_env("log_format", d.log_format.value),
@@ -128,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         p.error("--workers and --threads must be at least 1")
     if not 0 < a.port < 65536:
         p.error("--port must be between 1 and 65535")
+    if not 0 <= a.prepare_ahead <= MAX_PREPARE_AHEAD:  # NaN fails too
+        p.error(f"--prepare-ahead must be between 0 and {MAX_PREPARE_AHEAD:g} seconds")
     # Options win over the environment as a whole (argparse would append to the default).
     raw_hosts = a.allowed_host if a.allowed_host is not None else \
         [h for h in _env("allowed_hosts", "").split(",") if h.strip()]
@@ -146,6 +158,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
             p.error(exc.message)
     return ServerConfig(host=a.host, port=a.port, policy=a.policy, data_dir=a.data_dir,
                         workers=a.workers, token=a.token or None, autostart=a.autostart,
-                        threads=a.threads, shutdown_grace=a.shutdown_grace, log_level=a.log_level,
+                        threads=a.threads, shutdown_grace=a.shutdown_grace,
+                        prepare_ahead=a.prepare_ahead, log_level=a.log_level,
                         log_format=a.log_format,
                         allowed_hosts=tuple(dict.fromkeys(hosts)), timezone=timezone)

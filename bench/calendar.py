@@ -70,11 +70,17 @@ class _NullExecutor:
     def __init__(self) -> None:
         self.submitted = 0
 
-    def open(self, on_started, on_result) -> None:
+    def open(self, on_started, on_result, on_discarded) -> None:
         pass
 
     def submit(self, request) -> None:
         self.submitted += 1
+
+    def discard(self, run_id: int) -> None:
+        pass
+
+    def revise(self, policy) -> None:
+        pass
 
     def alive(self) -> int:
         return 0

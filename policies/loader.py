@@ -21,7 +21,7 @@ import yaml
 from .errors import PolicyFileError
 from .isolation import IsolationLevel
 from .model import (
-    DEFAULT_PASS, CommandRules, EnvironmentRules, Limits, NotificationRules, Policy, RateLimits,
+    AUTO, DEFAULT_PASS, CommandRules, EnvironmentRules, Limits, NotificationRules, Policy, RateLimits,
     TaskType, env_name_problem, env_value_problem, show, url_problem,
 )
 
@@ -106,12 +106,23 @@ def _positive_int(value: object, field: str, ceiling: int, floor: int = 1) -> in
     return value
 
 
+def _int_or_auto(value: object, field: str, ceiling: int, floor: int = 1) -> int | str:
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int) or not floor <= value <= ceiling:
+        raise _fail(field, f"must be an integer from {floor} to {ceiling} or '{AUTO}', "
+                           f"got {show(value)}")
+    return value
+
+
 def _numbers(cls, value: object, field: str):
-    """Build ``Limits`` / ``RateLimits``; each field's ceiling is its ``metadata["max"]``."""
-    fields = {f.name: (f.metadata["min"], f.metadata["max"]) for f in dataclasses.fields(cls)}
+    """Build ``Limits`` / ``RateLimits``; each field's bounds are its ``metadata["min"]``
+    and ``["max"]``, and ``["auto"]`` says whether it also takes the word ``auto``."""
+    fields = {f.name: f.metadata for f in dataclasses.fields(cls)}
     data = _mapping(value, field, tuple(fields))
-    return cls(**{name: _positive_int(data[name], f"{field}.{name}", ceiling, floor)
-                  for name, (floor, ceiling) in fields.items() if name in data})
+    return cls(**{name: (_int_or_auto if meta["auto"] else _positive_int)(
+                      data[name], f"{field}.{name}", meta["max"], meta["min"])
+                  for name, meta in fields.items() if name in data})
 
 
 def _directories(value: object, base_dir: str) -> tuple[pathlib.Path, ...]:

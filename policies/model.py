@@ -18,6 +18,7 @@ import re
 import shlex
 import urllib.parse
 from collections.abc import Mapping
+from typing import Literal
 
 from .isolation import IsolationLevel
 from .errors import (
@@ -38,6 +39,12 @@ MAX_TASK_ENV_ENTRIES = 64
 MAX_PATH_LEN = 4096  # Linux PATH_MAX; longer strings are refused before touching the disk
 DEFAULT_PASS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 WEEK = 7 * 86400
+#: The value of a setting that the server works out for the machine it runs on.
+AUTO = "auto"
+#: Runs in flight (prepared or running) per CPU that ``max_concurrent_runs: auto`` allows:
+#: most runs wait on something other than the CPU, and a prepared one waits on its slot.
+CONCURRENT_RUNS_PER_CPU = 16
+MAX_CONCURRENT_RUNS = 10_000
 
 
 def is_dangerous_env(name: str) -> bool:
@@ -104,10 +111,11 @@ _PARAMETER = {TaskType.COMMAND: "command", TaskType.TEST: "file_path",
 TASK_PARAMETERS: tuple[str, ...] = tuple(dict.fromkeys(_PARAMETER.values()))
 
 
-def _bounded(default: int, ceiling: int, floor: int = 1):
-    """An integer setting, >= ``floor`` and <= ``ceiling`` (the loader reads
-    ``metadata["min"]`` and ``metadata["max"]``)."""
-    return dataclasses.field(default=default, metadata={"min": floor, "max": ceiling})
+def _bounded(default: int | str, ceiling: int, floor: int = 1, *, auto: bool = False):
+    """An integer setting, >= ``floor`` and <= ``ceiling``, or with ``auto`` also the word
+    ``auto`` (the loader reads ``metadata["min"]``, ``["max"]`` and ``["auto"]``)."""
+    return dataclasses.field(default=default,
+                             metadata={"min": floor, "max": ceiling, "auto": auto})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,16 +134,24 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class RateLimits:
-    """Request and run rates; ``min_interval_seconds`` is the shortest schedule interval."""
+    """Request and run rates; ``min_interval_seconds`` is the shortest schedule interval.
+    ``max_concurrent_runs`` bounds the runs in flight at once (prepared ahead of their slot
+    or running) across all workers; read it through ``concurrent_runs``."""
 
     requests_per_minute: int = _bounded(600, 1_000_000)
     runs_per_minute: int = _bounded(120, 100_000)
     min_interval_seconds: int = _bounded(1, WEEK)
     max_tasks: int = _bounded(1000, 1_000_000)
+    max_concurrent_runs: int | Literal["auto"] = _bounded(AUTO, MAX_CONCURRENT_RUNS, auto=True)
 
     @property
     def concurrent_runs(self) -> int:
-        return 16 * (os.cpu_count() or 1)
+        """How many runs may be in flight at once: ``max_concurrent_runs``, where ``auto``
+        is :data:`CONCURRENT_RUNS_PER_CPU` per CPU of this machine (at most
+        :data:`MAX_CONCURRENT_RUNS`)."""
+        if self.max_concurrent_runs == AUTO:
+            return min(CONCURRENT_RUNS_PER_CPU * (os.cpu_count() or 1), MAX_CONCURRENT_RUNS)
+        return self.max_concurrent_runs
 
 
 def _default_port(scheme: str) -> int:
@@ -373,6 +389,8 @@ class Policy:
     isolation_minimum: IsolationLevel = IsolationLevel.FILESYSTEM
     notifications: NotificationRules = NotificationRules()
     source: pathlib.Path | None = dataclasses.field(default=None, compare=False)
+    # Which load of the policy file this is (1: the first; 0: not from a PolicySource), so
+    # that whoever is told of a new policy can tell it from an older one.
     revision: int = dataclasses.field(default=0, compare=False)
 
     def __post_init__(self) -> None:

@@ -9,10 +9,16 @@ says why until a good file is loaded.
 ``start_watching()`` adds a small daemon thread that makes the same check every
 ``check_interval`` seconds, so an edit is applied (or its error logged) within about that
 time even when no request or run asks for the policy. ``stop_watching()`` ends it.
+
+Each policy applied carries a ``revision``, counted from 1 for the first load, and
+listeners (``add_listener``) are told of each one applied after that, from the thread that
+reloaded it (the watcher, or whichever request or run looked). A listener is never told of
+an older revision after a newer one, and its exceptions are logged, never raised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -38,8 +44,12 @@ class PolicySource:
         self._clock = clock
         self._lock = threading.Lock()
         self._identity = self._stat()
-        self._policy = load_policy(self.path, base_dir=base_dir)
+        self._policy = dataclasses.replace(load_policy(self.path, base_dir=base_dir), revision=1)
         self.loaded_at = time.time()
+        self._listeners: list[Callable[[Policy], None]] = []
+        # Taken while listeners are told: one revision at a time, none older than the last.
+        self._telling = threading.Lock()
+        self._told = self._policy.revision
         self.error: str | None = None
         self.reload_errors = 0  # changes of the file that were not applied, since start
         self._next_check = clock() + check_interval
@@ -60,13 +70,27 @@ class PolicySource:
             self.refresh(now)
         return self._policy
 
+    def add_listener(self, listener: Callable[[Policy], None]) -> None:
+        """Call ``listener(policy)`` after each new policy is applied (see the module
+        docstring); it should be quick: the thread that reloaded waits for it."""
+        self._listeners.append(listener)
+
     def refresh(self, now: float | None = None) -> bool:
-        """Re-read the file if it changed; True if a new policy was applied."""
+        """Re-read the file if it changed; True if a new policy was applied (and the
+        listeners told)."""
+        policy = self._reload(now)
+        if policy is None:
+            return False
+        self._tell(policy)
+        return True
+
+    def _reload(self, now: float | None) -> Policy | None:
+        """The new policy, applied, if the file changed and is valid; else None."""
         with self._lock:
             self._next_check = (self._clock() if now is None else now) + self.check_interval
             identity = self._stat()
             if identity == self._identity:
-                return False
+                return None
             self._identity = identity
             try:
                 policy = load_policy(self.path, base_dir=self.base_dir)
@@ -75,12 +99,25 @@ class PolicySource:
                 self.reload_errors += 1
                 log.error("policy %s not applied, the last good policy stays in force: %s",
                           self.path, exc.message)
-                return False
-            self._policy = policy
+                return None
+            self._policy = dataclasses.replace(policy, revision=self._policy.revision + 1)
             self.loaded_at = time.time()
             self.error = None
-            log.info("policy %s reloaded", self.path)
-            return True
+            log.info("policy %s reloaded (revision %d)", self.path, self._policy.revision)
+            return self._policy
+
+    def _tell(self, policy: Policy) -> None:
+        # Outside the reload lock, so that a listener may ask for the policy.
+        with self._telling:
+            if policy.revision <= self._told:
+                return  # a newer one was told while this thread waited
+            self._told = policy.revision
+            for listener in list(self._listeners):
+                try:
+                    listener(policy)
+                except Exception:  # a listener's bug must not undo the reload
+                    log.exception("policy listener %r failed for revision %d", listener,
+                                  policy.revision)
 
     def start_watching(self) -> None:
         """Check the file every ``check_interval`` seconds in a daemon thread (idempotent)."""

@@ -14,6 +14,22 @@ behind it is handed out), so a store failure can lose a record but never block a
 Listeners (``add_listener``) then hear of every run that ended, skipped slots included:
 this is how the metrics count outcomes without the launcher knowing about them.
 
+Slots fired early (the dispatcher's lead, so that the executor can prepare the run and
+release it at its start): a governed slot whose task still has an active run under
+``overlap: skip`` or ``queue`` is not decided ahead of time, since that run may well end
+before the slot; ``fire`` answers :data:`scheduler.dispatcher.DEFER` and decides when the
+slot is fired again at its start.
+
+Discarding: runs handed to the executor and not started yet (prepared, or waiting for a
+worker) can be taken back, for a task that is removed or paused (``discard_task``) or when
+dispatching stops (``discard_scheduled``); so can the run waiting behind an active one.
+The executor confirms each one it dropped (``on_discarded``; one it had released already
+goes on as usual). A dropped run never happened: its row, still ``queued``, is deleted, it
+leaves the active set (the run waiting behind it is handed out) and the run listeners do
+not hear of it; discard listeners (``add_discard_listener``) do, so that the scheduler can
+uncount the slot. The ``runs_per_minute`` token it took stays spent: the limit counts runs
+launched, and keeping it is simpler than handing tokens back out of order.
+
 Lifecycle: ``open()`` opens the executor with this launcher's callbacks, ``close(grace)``
 closes it. Locking: the launcher has its own lock; a caller may hold the scheduler's lock
 when it calls in, never the other way round.
@@ -31,7 +47,8 @@ from policies import Policy
 from sandbox.errors import PoolClosed
 from sandbox.types import Outcome, RunRequest, RunResult
 
-from .errors import RateLimited
+from .dispatcher import DEFER, Defer
+from .errors import RateLimited, StoreError
 from .executor import Executor
 from .models import Lineage, Overlap, RunStatus, Task, TaskSpec, Trigger
 from .ratelimit import SlidingWindow
@@ -45,6 +62,9 @@ SLOTTED = (Trigger.SCHEDULE, Trigger.CATCH_UP)
 # Triggers that the task's overlap policy and the runs_per_minute limit govern as they
 # arrive (a manual run is always started, within the limit).
 GOVERNED = (Trigger.SCHEDULE, Trigger.RETRY, Trigger.CHAIN)
+# Triggers whose runs are taken back from a task that is removed or paused (someone asked
+# for a manual run: it goes on).
+DISCARDABLE = (Trigger.SCHEDULE, Trigger.CATCH_UP, Trigger.RETRY, Trigger.CHAIN)
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,19 @@ class FinishedRun:
 
 
 RunListener = Callable[[FinishedRun], None]
+
+
+@dataclass(frozen=True)
+class DiscardedRun:
+    """What a discard listener hears when a run was dropped before it started."""
+
+    run_id: int
+    task_id: str
+    trigger: Trigger
+    scheduled_for: float
+
+
+DiscardListener = Callable[[DiscardedRun], None]
 
 
 @dataclass(frozen=True)
@@ -113,14 +146,16 @@ class Launcher:
         self._inflight: dict[int, _InFlight] = {}
         self._active: dict[str, set[int]] = {}
         self._waiting: dict[str, RunRequest] = {}
+        self._started: set[int] = set()
         self._finished = 0
         self._listeners: list[RunListener] = []
+        self._discard_listeners: list[DiscardListener] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
         """Open the executor; from now on it reports starts and results here."""
-        self._executor.open(self.on_started, self.on_result)
+        self._executor.open(self.on_started, self.on_result, self.on_discarded)
 
     def close(self, grace: float) -> None:
         """Close the executor: running jobs get ``grace`` seconds, then are cancelled."""
@@ -131,16 +166,30 @@ class Launcher:
         that ends from now on; it must be quick and must not call back into the launcher."""
         self._listeners.append(listener)
 
+    def add_discard_listener(self, listener: DiscardListener) -> None:
+        """Call ``listener`` (from the thread that asked for the discard, or the executor's)
+        for every run dropped before it started; same rules as ``add_listener``."""
+        self._discard_listeners.append(listener)
+
+    def revise(self, policy: Policy) -> None:
+        """A new policy is in force: the executor checks the runs it prepared against it."""
+        self._executor.revise(policy)
+
     # -- launching ----------------------------------------------------------------------
 
     def fire(self, task: Task, slot: float, jitter: float = 0.0, *,
-             trigger: Trigger = Trigger.SCHEDULE, lineage: Lineage = Lineage()) -> int | None:
+             trigger: Trigger = Trigger.SCHEDULE, lineage: Lineage = Lineage(),
+             early: bool = False) -> int | Defer | None:
         """Run the task's due ``slot`` (started ``jitter`` seconds after it), park it behind
         the active run, or record it skipped (overlap, rate limit). Returns the run id of a
         run launched or parked, None for a slot skipped or recorded before. Safe to call
         again after it raised. ``trigger`` is one of :data:`GOVERNED`: a retry or a chained
-        run is due at ``slot`` and goes through the same checks as a scheduled one."""
+        run is due at ``slot`` and goes through the same checks as a scheduled one.
+        ``early``: fired before its start; DEFER (nothing done) if its task has an active
+        run that its overlap policy would skip or queue behind, to be decided at the start."""
         with self._lock:
+            if early and self._undecided(task, trigger):
+                return DEFER
             reason = self._skip_reason(task, trigger)
             if reason is None:
                 return self.launch(task, trigger, slot, jitter=jitter, lineage=lineage)
@@ -190,10 +239,37 @@ class Launcher:
         self._submit(request)
         return run_id
 
-    def forget(self, task_id: str) -> None:
-        """Drop the run waiting behind the task's active run (the task is gone)."""
+    def discard_task(self, task_id: str) -> int:
+        """Take back every run of the task not started yet, manual runs aside (the task is
+        removed or paused); how many were asked for. Those the executor holds end later,
+        through ``on_discarded``; the one waiting here, at once."""
+        return self._discard(lambda info: info.task_id == task_id and info.trigger in DISCARDABLE)
+
+    def discard_scheduled(self) -> int:
+        """Take back every run of a slot (scheduled or caught up) not started yet, of every
+        task (dispatching stops); how many were asked for. Retries and chained runs are
+        left: they do not wait for dispatching."""
+        return self._discard(lambda info: info.trigger in SLOTTED)
+
+    def _discard(self, chosen: Callable[[_InFlight], bool]) -> int:
         with self._lock:
-            self._waiting.pop(task_id, None)
+            waiting = {request.run_id for request in self._waiting.values()}
+            parked = [run_id for run_id in waiting if chosen(self._inflight[run_id])]
+            for run_id in parked:
+                del self._waiting[self._inflight[run_id].task_id]
+            held = [run_id for run_id, info in self._inflight.items()
+                    if run_id not in waiting and run_id not in self._started and chosen(info)]
+        # Outside the lock: the executor's thread takes it to report what it dropped.
+        for run_id in held:
+            self._executor.discard(run_id)
+        for run_id in parked:
+            self._dropped(run_id)
+        return len(held) + len(parked)
+
+    def _undecided(self, task: Task, trigger: Trigger) -> bool:
+        """Whether the slot's fate hangs on the task's active run: only its start can tell."""
+        return (trigger in GOVERNED and bool(self._active.get(task.task_id))
+                and task.spec.overlap in (Overlap.SKIP, Overlap.QUEUE))
 
     def _skip_reason(self, task: Task, trigger: Trigger = Trigger.SCHEDULE) -> str | None:
         if trigger is Trigger.CHAIN and task.paused:
@@ -224,6 +300,8 @@ class Launcher:
     def on_started(self, run_id: int, started_at: float, pid: int) -> None:
         with self._lock:
             lateness = self._lateness_ms(run_id, started_at)
+            if run_id in self._inflight:
+                self._started.add(run_id)
         self._store.mark_running(run_id, started_at, lateness)
 
     def on_result(self, result: RunResult) -> None:
@@ -231,6 +309,7 @@ class Launcher:
         with self._lock:
             lateness = self._lateness_ms(result.run_id, result.started_at)
             info = self._inflight.pop(result.run_id, None)
+            self._started.discard(result.run_id)
         try:
             self._store.finish_run(result, lateness)
         finally:
@@ -247,6 +326,41 @@ class Launcher:
             log.warning("run %d of task %r: %s: %s", result.run_id, info.task_id,
                         status.value, result.reason,
                         extra={"run_id": result.run_id, "task_id": info.task_id})
+
+    def on_discarded(self, run_id: int) -> None:
+        """The executor dropped a run before it started, as asked by ``discard``: it leaves
+        the active set (the run waiting behind it is handed out) and its record goes."""
+        with self._lock:
+            if run_id in self._started:
+                log.error("run %d was reported both started and discarded; it is kept",
+                          run_id, extra={"run_id": run_id})
+                return
+            info = self._inflight.get(run_id)
+        if info is None:
+            return
+        try:
+            self._dropped(run_id)
+        finally:
+            self._settle(info.task_id, run_id)
+
+    def _dropped(self, run_id: int) -> None:
+        """A run that will never start is forgotten: in flight, in the store, by listeners."""
+        with self._lock:
+            info = self._inflight.pop(run_id, None)
+        if info is None:
+            return
+        try:
+            self._store.delete_run(run_id)
+        except StoreError as exc:  # the row stays queued, and is marked interrupted at the next start
+            log.error("run %d of task %r was dropped before it started, but the store kept "
+                      "its record: %s", run_id, info.task_id, exc.message,
+                      extra={"run_id": run_id, "task_id": info.task_id})
+        discarded = DiscardedRun(run_id, info.task_id, info.trigger, info.scheduled_for)
+        for listener in self._discard_listeners:
+            try:
+                listener(discarded)
+            except Exception:  # as in _tell
+                log.exception("discard listener %r failed for run %s", listener, run_id)
 
     def _tell(self, finished: FinishedRun) -> None:
         for listener in self._listeners:

@@ -11,6 +11,12 @@ Lifecycle: ``open()`` loads the store and opens the launcher (and so the executo
 dispatcher; ``close()`` closes them. In between, the ``start``/``stop`` actions switch
 dispatching on and off: those two words mean only that here.
 
+Prepared runs: the dispatcher fires each slot up to ``config.prepare_ahead`` seconds before
+its start, so that the executor can prepare the run and release it at the start. A run so
+handed out is taken back (see :mod:`scheduler.launcher`) when its task is removed or paused,
+or when dispatching stops, if it has not started by then; its slot is then uncounted, as if
+it had not been fired.
+
 Lifecycle of runs (:mod:`scheduler.lifecycle`): when a run ends, a task with ``retries``
 left stores a pending retry, which a second dispatcher fires (keyed by the first try's run
 id) while the scheduler is running; tasks named in ``on_success``/``on_failure`` get a
@@ -37,7 +43,7 @@ from typing import Any
 from policies import TASK_PARAMETERS, LimitExceeded, Policy
 from sandbox.launch import check_request
 
-from .dispatcher import Dispatcher
+from .dispatcher import DEFER, Defer, Dispatcher
 from .errors import (
     InvalidInterval, InvalidRequest, QuotaExceeded, RunNotFound, StoreError, StoreUnavailable,
     TaskExists, TaskInChain, TaskNotFound,
@@ -45,7 +51,7 @@ from .errors import (
 from .executor import Executor
 from .grammar import IntervalSchedule, Schedule, parse_interval
 from .jitter import check_jitter, jitter_offset
-from .launcher import FinishedRun, Launcher, RunListener, run_request
+from .launcher import SLOTTED, DiscardedRun, FinishedRun, Launcher, RunListener, run_request
 from .lifecycle import check_chains, notify_event, retry_delay
 from .models import Lineage, Misfire, Run, RunStatus, SchedulerStatus, Task, TaskSpec, Trigger
 from .notify import Notice, Notifier, NotifierConfig, default_render
@@ -64,6 +70,9 @@ class SchedulerConfig:
     history_max_bytes: int = 256 * 1024 * 1024
     shutdown_grace: float = 10.0
     autostart: bool = False
+    # Seconds before its start that a slot is fired, for the executor to prepare its run
+    # (at most half the gap from the task's previous start); 0: at the start itself.
+    prepare_ahead: float = 1.0
     # Tasks planned before open() or start() returns; the rest are planned by a thread.
     plan_inline: int = 2_000
 
@@ -83,7 +92,8 @@ class SchedulePreview:
 class Scheduler:
     """The task registry and its actions. Lifecycle: ``open()`` → actions → ``close()``.
 
-    ``dispatcher`` defaults to a :class:`Dispatcher` on ``clock``; a test may pass its own
+    ``dispatcher`` defaults to a :class:`Dispatcher` on ``clock`` with the lead
+    ``config.prepare_ahead``; a test may pass its own
     (it is opened with this scheduler's fire callback). ``tz`` is the default zone of
     tasks without a ``timezone`` (None: the machine's zone). The scheduler's lock is taken
     before the launcher's, never after it.
@@ -104,7 +114,7 @@ class Scheduler:
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
         self._running = False
-        self._dispatcher = dispatcher or Dispatcher(clock=clock)
+        self._dispatcher = dispatcher or Dispatcher(clock=clock, lead=config.prepare_ahead)
         self._launcher = Launcher(store, executor, policy, clock=clock,
                                   history_per_task=config.history_per_task,
                                   history_max_bytes=config.history_max_bytes)
@@ -114,6 +124,7 @@ class Scheduler:
         self._notifier = notifier or Notifier(store, policy, render=render_run,
                                               config=NotifierConfig())
         self._launcher.add_listener(self._after_run)
+        self._launcher.add_discard_listener(self._after_discard)
         self._backlog = Backlog(self._settle, self._all_planned, self._lock)
         self._planned_from = 0.0
 
@@ -273,7 +284,9 @@ class Scheduler:
             return True
 
     def stop(self) -> bool:
-        """Stop dispatching; False if it was not running. Runs in progress finish."""
+        """Stop dispatching; False if it was not running. Runs in progress finish; runs of
+        slots handed out ahead of their start (or waiting for a worker) that have not
+        started are taken back."""
         with self._lock:
             if not self._running:
                 return False
@@ -281,6 +294,7 @@ class Scheduler:
             self._running = False
             self._dispatcher.set_active(False)
             self._retries.set_active(False)
+            self._launcher.discard_scheduled()
             return True
 
     @property
@@ -348,8 +362,9 @@ class Scheduler:
 
     def remove(self, task_id: str) -> None:
         """Delete a task, its history and its pending retries; a run in progress finishes
-        unrecorded. A task that other tasks chain to is not removed (TaskInChain): remove it
-        from their ``on_success``/``on_failure`` first."""
+        unrecorded, one not started yet (manual runs aside) does not start. A task that
+        other tasks chain to is not removed (TaskInChain): remove it from their
+        ``on_success``/``on_failure`` first."""
         with self._lock:
             self._get(task_id)
             referrers = sorted(t.task_id for t in self._tasks.values()
@@ -361,12 +376,13 @@ class Scheduler:
             self.store.delete_task(task_id)
             del self._tasks[task_id]
             self._backlog.discard(task_id)
-            self._launcher.forget(task_id)
+            self._launcher.discard_task(task_id)
             self._dispatcher.schedule(task_id, None)
             self._forget_retries(task_id)
 
     def set_paused(self, task_id: str, paused: bool) -> Task:
-        """Pause or resume a task. A resumed task fires at its next future slot."""
+        """Pause or resume a task. A resumed task fires at its next future slot. Pausing
+        takes back the task's runs not started yet (manual runs aside)."""
         now = self.clock()
         with self._lock:
             task = self._get(task_id)
@@ -381,6 +397,7 @@ class Scheduler:
                              extra={"task_id": task_id})
             if paused:
                 self._forget_retries(task_id)
+                self._launcher.discard_task(task_id)
             task.next_run = task.following(now)
             self._plan(task)
             return task
@@ -395,10 +412,16 @@ class Scheduler:
         """Hear of every run that ends from now on (see :meth:`Launcher.add_listener`)."""
         self._launcher.add_listener(listener)
 
+    def policy_changed(self, policy: Policy) -> None:
+        """A new policy is in force (a :class:`policies.source.PolicySource` listener): runs
+        prepared but not started are checked against it."""
+        self._launcher.revise(policy)
+
     # -- firing -------------------------------------------------------------------------
 
-    def _fire(self, task_id: str, slot: float) -> float | None:
-        """Dispatcher callback for one due slot; returns the task's next due time.
+    def _fire(self, task_id: str, slot: float) -> float | Defer | None:
+        """Dispatcher callback for one due slot; returns the task's next due time, or DEFER
+        for a slot fired ahead of its start that the launcher decides only at the start.
 
         A store that is unavailable (full, locked, read-only) cannot record the slot's run,
         and that record is what keeps a slot from running twice: the slot does not run, is
@@ -412,7 +435,11 @@ class Scheduler:
                 return None
             jitter = jitter_offset(task_id, slot, task.spec.jitter)
             try:
-                self._count(task, slot, self._launcher.fire(task, slot, jitter))
+                run_id = self._launcher.fire(task, slot, jitter,
+                                             early=self.clock() < slot + jitter)
+                if run_id is DEFER:
+                    return DEFER
+                self._count(task, slot, run_id)
             except StoreUnavailable as exc:
                 log.error("task %r: the run due at %s was not started: %s", task_id, slot,
                           exc.detail, extra={"task_id": task_id})
@@ -447,6 +474,22 @@ class Scheduler:
                 if event is not None:
                     self._notifier.submit(Notice(finished.run_id, task.task_id, event,
                                                  spec.notify.url))
+
+    def _after_discard(self, discarded: DiscardedRun) -> None:
+        """Launcher discard listener: a slot's run was dropped before it started, so the
+        slot did not fire after all: a task with ``max_runs`` still has it to run, and a
+        resume or start before the slot runs it."""
+        if discarded.trigger not in SLOTTED:
+            return
+        with self._lock:
+            task = self._tasks.get(discarded.task_id)
+            if task is None or task.runs_fired == 0:
+                return
+            task.runs_fired -= 1
+            # Slots are whole milliseconds: just before it, the slot is the next one.
+            task.checkpoint = min(task.checkpoint,
+                                  max(self.clock(), discarded.scheduled_for - 0.001))
+            self.store.save_progress(task.task_id, task.runs_fired, task.checkpoint)
 
     def _plan_retry(self, task: Task, finished: FinishedRun) -> bool:
         retry = finished.lineage.attempt  # the k-th retry follows the k-th try

@@ -462,6 +462,13 @@ class Store:
 
         return self._use(work, write=True)
 
+    def delete_run(self, run_id: int) -> bool:
+        """Delete a run that never started (the executor dropped it before its slot); a run
+        no longer ``queued`` is left alone. True if a row was deleted. Its slot is free
+        again: the task may run it after all (a stop followed by a start before it)."""
+        return self._delete("DELETE FROM runs WHERE run_id = ? AND status = 'queued'",
+                            (run_id,)) > 0
+
     # -- pending retries ----------------------------------------------------------------
 
     def add_retry(self, task_id: str, retry_of: int, attempt: int, due: float) -> None:

@@ -18,6 +18,7 @@ import pytest
 from scheduler.errors import InvalidInterval, InvalidRequest
 from scheduler.jitter import jitter_offset
 from scheduler.models import Misfire, RunStatus, Trigger, task_state
+from scheduler.service import SchedulerConfig
 from scheduler.store import SCHEMA_VERSION, Store
 from tests.helpers import wait_until
 from tests.unit.test_service import Clock, Harness
@@ -255,20 +256,23 @@ def test_scheduled_runs_without_jitter_record_zero_and_manual_runs_none(h):
                                                              (Trigger.MANUAL, None)]
 
 
-def test_the_real_dispatcher_fires_at_the_jittered_start(make):
-    h = make(real_dispatcher=True).open()
+@pytest.mark.parametrize("lead", [0.0, 1.0])
+def test_the_real_dispatcher_fires_at_the_jittered_start(make, lead):
+    """Less the lead: the run is handed out ``lead`` seconds early, to start at its start."""
+    h = make(real_dispatcher=True, config=SchedulerConfig(prepare_ahead=lead)).open()
     h.create(interval="every 10 minutes", jitter=240)
     slot = h.sched.task("t1").next_run
     start = slot + jitter_offset("t1", slot, 240)
-    h.clock.now = start - 0.001
+    h.clock.now = start - lead - 0.001
     h.dispatcher.set_active(True)  # wakes the thread: the slot is due, its start is not
     time.sleep(0.05)
     assert h.runs() == []
-    h.clock.now = start
+    h.clock.now = start - lead
     h.dispatcher.set_active(True)
     wait_until(lambda: len(h.runs()) == 1, timeout=5)
     [run] = h.runs()
     assert run.scheduled_for == slot and run.jitter_ms == round((start - slot) * 1000, 3)
+    assert [r.scheduled_for for r in h.executor.submitted] == [start]
 
 
 # --- restarts across daylight-saving transitions ---------------------------------------------

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import DEFER, Dispatcher
 from tests.helpers import wait_until
 
 T0 = 1_000.0
@@ -434,3 +434,185 @@ def test_the_next_slot_keeps_the_jitter_and_schedule_many_takes_it(dispatcher, r
     with dispatcher._cond:
         assert dispatcher._when("j") == following + jitter_offset("j", following, 50)
         assert dispatcher._when("plain") == T0 + 50  # no jitter: at the slot itself
+
+
+# --- lead time and DEFER ------------------------------------------------------------------
+
+@pytest.fixture
+def ahead(clock, recorder):
+    """A dispatcher that fires each slot up to a second ahead of its start."""
+    d = Dispatcher(clock=clock, lead=1.0)
+    d.open(recorder)
+    yield d
+    d.close(2)
+    assert not d._thread.is_alive(), "dispatcher thread still running after close()"
+
+
+def fire_time(d: Dispatcher, task_id: str) -> float | None:
+    with d._cond:
+        return d._when(task_id)
+
+
+def test_lead_fires_a_slot_ahead_of_its_start_and_passes_the_slot(ahead, recorder, clock):
+    ahead.schedule("a", T0 + 100)
+    ahead.set_active(True)
+    assert fire_time(ahead, "a") == T0 + 99
+    clock.now = T0 + 98.999
+    ahead.schedule("barrier", clock.now)
+    recorder.wait_fired("barrier")
+    assert ("a", T0 + 100) not in recorder.snapshot()
+    clock.now = T0 + 99
+    ahead.set_active(True)
+    assert recorder.wait_fired("a")[-1] == ("a", T0 + 100)
+
+
+def test_the_lead_is_at_most_half_the_gap_between_starts(ahead, recorder, clock):
+    recorder.plan["a"] = lambda due: due + 1  # every second
+    ahead.schedule("a", T0 + 1)
+    assert fire_time(ahead, "a") == T0 + 0.5  # half the time from now to the slot
+    ahead.set_active(True)
+    clock.now = T0 + 0.5
+    ahead.set_active(True)
+    recorder.wait_fired("a")
+    wait_until(lambda: ahead.due("a") == T0 + 2, timeout=DEADLINE, message="the next slot")
+    # Fired half a second early, not a whole one: never before the previous slot's start.
+    assert fire_time(ahead, "a") == T0 + 1.5
+
+
+def test_a_long_gap_gets_the_whole_lead(ahead, recorder, clock):
+    recorder.plan["a"] = lambda due: due + 60
+    ahead.schedule("a", T0 + 10)
+    ahead.set_active(True)
+    clock.now = T0 + 9
+    ahead.set_active(True)
+    recorder.wait_fired("a")
+    wait_until(lambda: ahead.due("a") == T0 + 70, timeout=DEADLINE, message="the next slot")
+    assert fire_time(ahead, "a") == T0 + 69
+
+
+def test_a_jittered_slot_is_fired_ahead_of_its_jittered_start(ahead, recorder, clock):
+    from scheduler.jitter import jitter_offset
+    slot = T0 + 100
+    start = slot + jitter_offset("j", slot, 50)
+    ahead.schedule("j", slot, jitter=50)
+    assert fire_time(ahead, "j") == start - 1
+    clock.now = start - 1
+    ahead.set_active(True)
+    assert recorder.wait_fired("j")[-1] == ("j", slot)
+
+
+@pytest.mark.parametrize("jitter", [None, 0.25, 0.5])
+def test_no_slot_is_fired_before_the_previous_start_of_its_task(clock, jitter):
+    """Every second with up to half a second of jitter and a lead far longer than that:
+    each slot is fired after the previous one started, and not after its own start."""
+    from scheduler.jitter import jitter_offset
+    d = Dispatcher(clock=clock, lead=30.0)
+    fired: list[float] = []
+    d.open(lambda task_id, due: fired.append(clock.now) or due + 1)
+    try:
+        d.schedule("a", T0 + 1, jitter=jitter)
+        d.set_active(True)
+        for k in range(1, 21):
+            slot = T0 + k
+            at = fire_time(d, "a")
+            start = slot + jitter_offset("a", slot, jitter)
+            previous = slot - 1 + jitter_offset("a", slot - 1, jitter) if k > 1 else T0
+            assert previous < at < start
+            clock.now = at
+            d.set_active(True)
+            wait_until(lambda: d.due("a") == slot + 1, timeout=DEADLINE,
+                       message=f"slot {k} to fire")
+        assert len(fired) == 20
+    finally:
+        d.close(2)
+
+
+def test_defer_fires_the_same_slot_again_at_its_start(ahead, recorder, clock):
+    answers = iter([DEFER, T0 + 110])
+    recorder.plan["a"] = lambda due: next(answers)
+    ahead.schedule("a", T0 + 10)
+    clock.now = T0 + 9
+    ahead.set_active(True)
+    recorder.wait_fired("a")
+    wait_until(lambda: fire_time(ahead, "a") == T0 + 10, timeout=DEADLINE,
+               message="the slot planned again at its start")
+    assert ahead.due("a") == T0 + 10
+
+    clock.now = T0 + 9.999
+    ahead.schedule("barrier", T0)
+    recorder.wait_fired("barrier")
+    assert recorder.snapshot() == [("a", T0 + 10), ("barrier", T0)]
+    clock.now = T0 + 10
+    ahead.set_active(True)
+    assert recorder.wait_for(3)[-1] == ("a", T0 + 10)
+    wait_until(lambda: ahead.due("a") == T0 + 110, timeout=DEADLINE, message="the next slot")
+    assert fire_time(ahead, "a") == T0 + 109  # the next slot gets its lead again
+
+
+def test_a_deferred_jittered_slot_fires_again_at_its_jittered_start(ahead, recorder, clock):
+    from scheduler.jitter import jitter_offset
+    slot = T0 + 100
+    start = slot + jitter_offset("j", slot, 50)
+    answers = iter([DEFER, None])
+    recorder.plan["j"] = lambda due: next(answers)
+    ahead.schedule("j", slot, jitter=50)
+    clock.now = start - 1
+    ahead.set_active(True)
+    recorder.wait_fired("j")
+    wait_until(lambda: fire_time(ahead, "j") == start, timeout=DEADLINE,
+               message="the slot planned again at its jittered start")
+    clock.now = start
+    ahead.set_active(True)
+    assert recorder.wait_for(2) == [("j", slot), ("j", slot)]
+
+
+def test_a_change_while_deferring_wins_over_the_deferral(ahead, recorder, clock):
+    def reschedule_inside(due):
+        ahead.schedule("a", T0 + 500)  # e.g. an update while the slot fires
+        return DEFER
+
+    recorder.plan["a"] = reschedule_inside
+    ahead.schedule("a", T0 + 10)
+    clock.now = T0 + 9
+    ahead.set_active(True)
+    recorder.wait_fired("a")
+    ahead.schedule("barrier", T0)
+    recorder.wait_fired("barrier")
+    assert ahead.due("a") == T0 + 500
+
+
+def test_defer_at_the_start_itself_is_retried_as_a_failure(dispatcher, recorder, clock, caplog):
+    """Without lead there is nothing to wait for: a DEFER would fire the slot again at once,
+    for ever; it is logged and retried after the back-off instead."""
+    recorder.plan["a"] = lambda due: DEFER
+    with caplog.at_level(logging.ERROR, logger="scheduler.dispatcher"):
+        dispatcher.schedule("a", T0)
+        dispatcher.set_active(True)
+        recorder.wait_fired("a")
+        wait_until(lambda: fire_time(dispatcher, "a") == T0 + 1, timeout=DEADLINE,
+                   message="the retry after a second")
+    assert dispatcher.due("a") == T0
+    assert any("deferred a slot whose start has come" in str(r.exc_info[1])
+               for r in caplog.records if r.exc_info)
+
+
+def test_a_failed_early_fire_is_retried_no_earlier_than_its_start(ahead, recorder, clock):
+    def boom(due):
+        raise RuntimeError("store down")
+
+    recorder.plan["a"] = boom
+    ahead.schedule("a", T0 + 10)
+    clock.now = T0 + 9
+    ahead.set_active(True)
+    recorder.wait_fired("a")
+    # The back-off counts from the start the slot was planned for, not from the early fire.
+    wait_until(lambda: fire_time(ahead, "a") == T0 + 11, timeout=DEADLINE,
+               message="the retry one second after the start")
+    assert ahead.due("a") == T0 + 10
+
+
+def test_schedule_many_plans_with_the_lead(ahead, recorder, clock):
+    ahead.schedule_many({"far": T0 + 100, "near": T0 + 1, "past": T0 - 5})
+    assert fire_time(ahead, "far") == T0 + 99
+    assert fire_time(ahead, "near") == T0 + 0.5
+    assert fire_time(ahead, "past") == T0 - 5  # due already: fired at once, at its slot

@@ -145,6 +145,18 @@ def test_allowed_hosts_from_options_or_environment(monkeypatch):
             parse_args(["--allowed-host", bad])
 
 
+def test_prepare_ahead_from_options_or_environment(monkeypatch):
+    assert parse_args([]).prepare_ahead == 1.0 == ServerConfig().prepare_ahead
+    assert parse_args(["--prepare-ahead", "0"]).prepare_ahead == 0.0
+    assert parse_args(["--prepare-ahead", "2.5"]).prepare_ahead == 2.5
+    monkeypatch.setenv("TASK_SCHEDULER_PREPARE_AHEAD", "0.25")
+    assert parse_args([]).prepare_ahead == 0.25
+    assert parse_args(["--prepare-ahead", "60"]).prepare_ahead == 60.0  # options win
+    for bad in ("-0.5", "60.5", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            parse_args(["--prepare-ahead", bad])
+
+
 POLICY = "version: 1\nallowed_directories: [{}]\nrate_limits: {{max_tasks: {}}}\n"
 
 

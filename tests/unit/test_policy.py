@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import dataclasses
+import logging
 import pathlib
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from policies import (
     LimitExceeded, Limits, PathNotAllowed, Policy, PolicyError, PolicyFileError, RateLimits,
     TaskType, TaskTypeNotAllowed, default_policy, is_dangerous_env, load_policy, parse_policy,
 )
+from policies.source import PolicySource
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "policies" / "allowed.yaml"
@@ -595,3 +598,146 @@ def test_notification_urls_that_could_resolve_outside_their_prefix_are_refused(p
     assert not NotificationRules(allowed_urls=("http://127.0.0.1:9/hooks",)).allows(url)
     assert NotificationRules(allowed_urls=("http://127.0.0.1:9/hooks",)).allows(
         "http://127.0.0.1:9/hooks/a.b/c..d")
+
+
+# --- rate_limits.max_concurrent_runs ---------------------------------------------------------
+
+@pytest.mark.parametrize("cpus, expected", [(2, 32), (3, 48), (None, 16), (1000, 10_000)])
+def test_max_concurrent_runs_is_auto_by_default_sixteen_per_cpu(tmp_path, monkeypatch, cpus,
+                                                                expected):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    limits = parse(tmp_path).rate_limits
+    assert limits.max_concurrent_runs == "auto"
+    assert limits.concurrent_runs == expected  # capped at the ceiling, at least one CPU's worth
+    assert parse(tmp_path, rate_limits={"max_concurrent_runs": "auto"}).rate_limits == limits
+
+
+@pytest.mark.parametrize("value", [1, 64, 10_000])
+def test_max_concurrent_runs_takes_a_number(tmp_path, value):
+    limits = parse(tmp_path, rate_limits={"max_concurrent_runs": value}).rate_limits
+    assert limits.max_concurrent_runs == limits.concurrent_runs == value
+    assert limits.runs_per_minute == 120  # the other keys keep their defaults
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10_001, "Auto", "AUTO", "16", "", True, False, 2.5,
+                                 None, [1], {"auto": 1}])
+def test_max_concurrent_runs_refusals_name_the_key(tmp_path, bad):
+    error = file_error(tmp_path, rate_limits={"max_concurrent_runs": bad})
+    assert error.field == "rate_limits.max_concurrent_runs"
+    assert error.message == ("rate_limits.max_concurrent_runs must be an integer from 1 to "
+                             f"10000 or 'auto', got {bad!r}")
+
+
+def test_max_concurrent_runs_from_a_file(tmp_path):
+    path = write(tmp_path, "version: 1\nrate_limits:\n  max_concurrent_runs: 12\n")
+    assert load_policy(path, base_dir=tmp_path).rate_limits.concurrent_runs == 12
+    path = write(tmp_path, "version: 1\nrate_limits: {max_concurrent_runs: many}\n")
+    with pytest.raises(PolicyFileError) as info:
+        load_policy(path, base_dir=tmp_path)
+    assert info.value.field == "rate_limits.max_concurrent_runs"
+
+
+def test_the_shipped_policy_documents_max_concurrent_runs():
+    assert "max_concurrent_runs: auto" in SHIPPED.read_text()
+
+
+# --- revisions and listeners of the policy file --------------------------------------------
+
+class Edits:
+    """A policy file and a source over it on a clock that moves only when told."""
+
+    def __init__(self, base: pathlib.Path):
+        self.base = base
+        self.path = base / "allowed.yaml"
+        self.now = 0.0
+        self.edits = 0
+        self.edit()
+        self.source = PolicySource(self.path, base_dir=base, check_interval=1.0,
+                                   clock=lambda: self.now)
+
+    def edit(self, extra: str = "") -> None:
+        """A new valid file (each a different size, so that its identity changes)."""
+        self.edits += 1
+        self.path.write_text(f"version: 1\nrate_limits: {{max_tasks: {10 ** self.edits}}}\n"
+                             + extra)
+
+
+@pytest.fixture
+def edits(tmp_path) -> Edits:
+    return Edits(tmp_path)
+
+
+def test_each_policy_applied_gets_the_next_revision(edits):
+    assert edits.source.current().revision == 1
+    assert edits.source.refresh() is False  # unchanged: the same policy
+    edits.edit()
+    assert edits.source.refresh() is True
+    assert edits.source.current().revision == 2
+    edits.edit("bogus: 1\n")
+    assert edits.source.refresh() is False and edits.source.error
+    assert edits.source.current().revision == 2  # a bad file is not a revision
+    edits.edit()
+    assert edits.source.refresh() is True
+    policy = edits.source.current()
+    assert policy.revision == 3 and policy.rate_limits.max_tasks == 10 ** 4
+    # The revision tells loads apart; it does not make equal policies different.
+    assert policy == dataclasses.replace(policy, revision=7)
+
+
+def test_listeners_hear_of_each_policy_applied_on_the_thread_that_reloaded(edits):
+    heard: list[tuple[int, int, str]] = []
+    edits.source.add_listener(
+        lambda p: heard.append((p.revision, p.rate_limits.max_tasks,
+                                threading.current_thread().name)))
+    edits.edit()
+    edits.now = 1.0
+    assert edits.source.current().revision == 2  # the check on use applies it
+    edits.edit("bogus: 1\n")
+    assert edits.source.refresh() is False  # not applied: nobody is told
+    edits.edit()
+
+    def reload() -> None:
+        edits.source.refresh()
+
+    other = threading.Thread(target=reload, name="reloader")
+    other.start()
+    other.join(5)
+    here = threading.current_thread().name
+    assert heard == [(2, 100, here), (3, 10_000, "reloader")]
+
+
+def test_a_failing_listener_is_logged_and_the_others_are_told(edits, caplog):
+    heard = []
+
+    def broken(policy):
+        raise RuntimeError("listener bug")
+
+    edits.source.add_listener(broken)
+    edits.source.add_listener(lambda p: heard.append(p.revision))
+    edits.edit()
+    with caplog.at_level(logging.ERROR, logger="policies.source"):
+        assert edits.source.refresh() is True
+    assert heard == [2] and edits.source.current().revision == 2
+    assert any(r.exc_info and "listener bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_a_listener_may_ask_for_the_policy(edits):
+    seen = []
+    edits.source.add_listener(lambda p: seen.append(edits.source.current() is p))
+    edits.edit()
+    edits.now = 5.0  # the listener's own look is due for a check too: it must not deadlock
+    reloader = threading.Thread(target=edits.source.refresh, args=(0.0,), daemon=True)
+    reloader.start()
+    reloader.join(5)
+    assert not reloader.is_alive(), "a listener asking for the policy deadlocked the reload"
+    assert seen == [True]
+
+
+def test_listeners_are_never_told_an_older_revision_after_a_newer_one(edits):
+    heard = []
+    edits.source.add_listener(lambda p: heard.append(p.revision))
+    base = edits.source.current()
+    edits.source._tell(dataclasses.replace(base, revision=3))  # two reloads told out of order
+    edits.source._tell(dataclasses.replace(base, revision=2))
+    edits.source._tell(dataclasses.replace(base, revision=3))
+    assert heard == [3]

@@ -29,11 +29,12 @@ from hypothesis import strategies as st
 from policies import PathNotAllowed, TaskType, default_policy
 from sandbox.types import Outcome, RunRequest, RunResult
 from scheduler import dispatcher as dispatcher_module
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import DEFER, Dispatcher
 from scheduler.errors import (
     InvalidInterval, InvalidRequest, QuotaExceeded, RateLimited, RunNotFound, StoreError, TaskExists,
     TaskNotFound,
 )
+from scheduler.jitter import jitter_offset
 from scheduler.models import Misfire, Overlap, RunStatus, TaskSpec, Trigger, task_state
 from scheduler.service import Scheduler, SchedulerConfig
 from scheduler.store import Store
@@ -135,6 +136,10 @@ class FlakyStore(Store):
         self._check("finish_run")
         return super().finish_run(*args, **kwargs)
 
+    def delete_run(self, *args, **kwargs):
+        self._check("delete_run")
+        return super().delete_run(*args, **kwargs)
+
 
 class Harness:
     """One scheduler (real store, fake executor, fake clock) and helpers to drive it."""
@@ -151,7 +156,8 @@ class Harness:
         if rate_limits:
             self.set_rate_limits(**rate_limits)
         self.store = FlakyStore(self.db, **(store_options or {}))
-        self.dispatcher = Dispatcher(clock=self.clock) if real_dispatcher else StubDispatcher()
+        self.dispatcher = (Dispatcher(clock=self.clock, lead=config.prepare_ahead)
+                           if real_dispatcher else StubDispatcher())
         self.sched = Scheduler(self.store, self.executor, lambda: self.policy_value,
                                dispatcher=self.dispatcher, config=config, clock=self.clock,
                                **(scheduler_options or {}))
@@ -189,6 +195,14 @@ class Harness:
         assert slot is not None, f"{task_id} has no next run"
         self.clock.now = slot + late
         return slot, self.dispatcher.fire(task_id, slot)
+
+    def fire_early(self, task_id: str = "t1", *, ahead: float = 0.5):
+        """Fire the task's next slot ``ahead`` seconds before it, as the dispatcher's lead
+        does; returns the callback's answer."""
+        slot = self.sched.task(task_id).next_run
+        assert slot is not None, f"{task_id} has no next run"
+        self.clock.now = slot - ahead
+        return self.dispatcher.fire(task_id, slot)
 
     def runs(self, task_id: str | None = "t1"):
         """The task's runs, oldest first."""
@@ -997,3 +1011,228 @@ def test_every_sandbox_outcome_ends_a_run_in_the_status_of_the_same_name():
     assert {s for s in RunStatus if not s.is_final} == {RunStatus.QUEUED, RunStatus.RUNNING}
     assert {s.value for s in RunStatus} - {o.value for o in Outcome} == {"queued", "running",
                                                                          "skipped"}
+
+
+# --- slots fired ahead of their start; discarding runs not started -------------------------
+
+@pytest.mark.parametrize("overlap", [Overlap.SKIP, Overlap.QUEUE])
+def test_an_early_slot_whose_task_has_an_active_run_is_decided_at_its_start(h, overlap):
+    h.create(overlap=overlap)
+    h.fire()
+    [first] = h.executor.ids
+    slot = h.sched.task("t1").next_run
+    assert h.fire_early(ahead=0.5) is DEFER
+    # Nothing decided nor counted: the active run may end before the slot.
+    assert len(h.runs()) == 1 and h.sched.task("t1").next_run == slot
+    assert h.sched.task("t1").runs_fired == 1
+    h.clock.now = slot - 0.2
+    h.executor.finish(first)
+    h.clock.now = slot
+    assert h.dispatcher.fire("t1", slot) == slot + P
+    assert h.executor.ids[1:] == [h.runs()[-1].run_id]  # launched, not skipped
+    assert h.sched.task("t1").runs_fired == 2
+
+
+def test_an_early_slot_still_blocked_at_its_start_is_skipped_then(h):
+    h.create(overlap=Overlap.SKIP)
+    h.fire()
+    slot = h.sched.task("t1").next_run
+    assert h.fire_early() is DEFER
+    assert h.fire() == (slot, slot + P)
+    assert h.runs()[-1].status is RunStatus.SKIPPED and h.runs()[-1].scheduled_for == slot
+
+
+@pytest.mark.parametrize("overlap", [Overlap.SKIP, Overlap.QUEUE, Overlap.ALLOW])
+def test_an_early_slot_is_launched_ahead_to_start_at_its_slot(make, overlap):
+    h = make().open()
+    h.create(overlap=overlap, jitter=20)
+    slot = h.sched.task("t1").next_run
+    start = slot + jitter_offset("t1", slot, 20)
+    assert h.fire_early(ahead=0.8) == slot + P
+    [request] = h.executor.submitted
+    assert request.scheduled_for == start  # the executor releases it at its start
+    assert h.runs()[-1].status is RunStatus.QUEUED
+
+
+def test_an_early_slot_under_overlap_allow_is_launched_beside_the_active_run(h):
+    h.create(overlap=Overlap.ALLOW)
+    h.fire()
+    assert h.fire_early() is not DEFER
+    assert len(h.executor.submitted) == 2
+
+
+def test_remove_discards_the_runs_not_started_but_manual_ones(h):
+    h.create(overlap=Overlap.ALLOW)
+    h.create("other", overlap=Overlap.ALLOW)
+    h.fire()
+    started = h.executor.ids[-1]
+    h.executor.report_start(started, h.clock.now)
+    h.fire_early()
+    prepared = h.executor.ids[-1]
+    h.sched.run_now("t1")
+    h.fire_early("other")
+    h.sched.remove("t1")
+    assert h.executor.discards == [prepared]
+
+
+def test_pause_discards_and_a_dropped_run_leaves_no_trace(h):
+    ended = []
+    h.sched.add_run_listener(ended.append)
+    h.create(max_runs=1)
+    slot = h.sched.task("t1").next_run
+    assert h.fire_early() is None  # its last run: the task fires no more
+    [prepared] = h.executor.ids
+    assert h.sched.task("t1").exhausted
+    h.sched.set_paused("t1", True)
+    assert h.executor.discards == [prepared]
+    h.executor.drop(prepared)
+    assert h.store.get_run(prepared) is None and ended == []
+    task = h.sched.task("t1")
+    assert task.runs_fired == 0 and h.store.load_tasks()[0]["runs_fired"] == 0
+    # Resumed before the slot, the task runs it after all (it has not run once yet).
+    h.sched.set_paused("t1", False)
+    assert h.sched.task("t1").next_run == slot
+    assert h.fire() == (slot, None)
+    assert [r.status for r in h.runs()] == [RunStatus.QUEUED]
+    assert h.executor.ids[-1] != prepared
+
+
+def test_a_slot_dropped_at_stop_runs_after_a_start_before_it(h):
+    h.create()
+    slot = h.sched.task("t1").next_run
+    h.fire_early(ahead=0.5)
+    [prepared] = h.executor.ids
+    assert h.sched.stop() is True
+    h.executor.drop(prepared)
+    task = h.sched.task("t1")
+    assert task.runs_fired == 0 and task.checkpoint < slot
+    assert h.sched.display_next_run(task) == slot  # what a client sees while stopped
+    h.clock.now = slot - 0.3
+    assert h.sched.start() is True
+    assert h.sched.task("t1").next_run == slot
+    assert h.fire() == (slot, slot + P)
+    [run] = h.runs()
+    assert run.scheduled_for == slot and run.run_id != prepared
+
+
+def test_a_run_dropped_after_its_slot_passed_is_not_due_again(h):
+    h.create()
+    slot = h.sched.task("t1").next_run
+    h.fire_early(ahead=0.5)
+    [prepared] = h.executor.ids
+    h.sched.stop()
+    h.clock.now = slot + 2  # e.g. it waited for a worker past its slot
+    h.executor.drop(prepared)
+    task = h.sched.task("t1")
+    assert task.runs_fired == 0 and task.checkpoint == slot  # its time is gone: dealt with
+    assert h.sched.display_next_run(task) == slot + P
+
+
+def test_a_run_parked_behind_the_active_one_is_dropped_at_once(h):
+    ended = []
+    h.sched.add_run_listener(ended.append)
+    h.create(overlap=Overlap.QUEUE)
+    h.fire()
+    [active] = h.executor.ids
+    h.executor.report_start(active, h.clock.now)
+    h.fire()
+    parked = h.runs()[-1].run_id
+    h.sched.set_paused("t1", True)
+    assert h.executor.discards == []  # the executor never had it; the started one goes on
+    assert h.store.get_run(parked) is None
+    h.executor.finish(active)
+    assert h.executor.ids == [active]  # nothing was waiting any more
+    assert [f.run_id for f in ended] == [active]
+
+
+def test_stop_discards_the_runs_of_slots_and_a_drop_hands_out_the_waiting_run(h):
+    h.create(overlap=Overlap.QUEUE)
+    h.create("up", on_success=("t1",))
+    h.fire("up")
+    [up_run] = h.executor.ids
+    h.fire_early()
+    prepared = h.executor.ids[-1]
+    manual = h.sched.run_now("up")
+    h.executor.finish(up_run)  # "up" succeeded: t1 gets a chained run, parked behind
+    chained = h.runs()[-1]
+    assert chained.trigger is Trigger.CHAIN and chained.status is RunStatus.QUEUED
+    assert h.sched.stop() is True
+    assert h.executor.discards == [prepared]  # neither the manual nor the chained run
+    h.executor.drop(prepared)
+    assert h.store.get_run(prepared) is None
+    assert h.executor.ids[-1] == chained.run_id  # handed out in the dropped run's place
+    assert manual in h.executor.ids
+
+
+def test_a_run_released_before_the_discard_reached_the_executor_goes_on(h):
+    h.create()
+    h.fire_early()
+    [run_id] = h.executor.ids
+    h.sched.stop()
+    assert h.executor.discards == [run_id]
+    h.executor.report_start(run_id, h.clock.now + 0.5)
+    h.executor.finish(run_id, started_at=h.clock.now + 0.5, finished_at=h.clock.now + 1)
+    assert h.store.get_run(run_id).status is RunStatus.SUCCEEDED
+    h.executor.drop(run_id)  # a late or confused report changes nothing
+    assert h.store.get_run(run_id).status is RunStatus.SUCCEEDED
+
+
+def test_a_run_reported_started_is_not_dropped(h, caplog):
+    h.create()
+    h.fire_early()
+    [run_id] = h.executor.ids
+    h.executor.report_start(run_id, h.clock.now)
+    with caplog.at_level(logging.ERROR, logger="scheduler.launcher"):
+        h.executor.drop(run_id)
+    assert h.store.get_run(run_id).status is RunStatus.RUNNING
+    assert "both started and discarded" in caplog.text
+
+
+def test_a_drop_the_store_cannot_record_still_frees_the_task(h, caplog):
+    h.create(overlap=Overlap.QUEUE)
+    h.create("up", on_success=("t1",))
+    h.fire("up")
+    h.fire_early()
+    prepared = h.executor.ids[-1]
+    h.executor.finish(h.executor.ids[0])
+    h.sched.stop()
+    h.store.break_("delete_run")
+    with caplog.at_level(logging.ERROR, logger="scheduler.launcher"):
+        h.executor.drop(prepared)
+    assert "kept its record" in caplog.text
+    h.store.repair()
+    assert h.store.get_run(prepared).status is RunStatus.QUEUED  # interrupted at the next start
+    assert h.runs()[-1].trigger is Trigger.CHAIN
+    assert h.executor.ids[-1] == h.runs()[-1].run_id  # handed out all the same
+
+
+def test_a_new_policy_reaches_the_executor(h):
+    policy = dataclasses.replace(h.policy_value, network=False)
+    h.sched.policy_changed(policy)
+    assert h.executor.revisions == [policy]
+
+
+def test_the_real_dispatcher_fires_ahead_and_defers_a_blocked_slot(make):
+    h = make(real_dispatcher=True, config=SchedulerConfig(prepare_ahead=1.0)).open()
+    assert h.dispatcher._lead == 1.0
+    h.create(overlap=Overlap.SKIP)
+    h.clock.now = T0 + P - 1  # a second early: the run is prepared ahead of its slot
+    h.dispatcher.set_active(True)
+    wait_until(lambda: len(h.executor.submitted) == 1, timeout=5, message="the first run")
+    assert h.executor.submitted[0].scheduled_for == T0 + P
+    wait_until(lambda: h.dispatcher.due("t1") == T0 + 2 * P, timeout=5,
+               message="the next slot to be planned")
+    h.clock.now = T0 + 2 * P - 1  # the first run is still active: wait for the slot
+    h.dispatcher.set_active(True)
+
+    def fired_at_its_start() -> bool:
+        with h.dispatcher._cond:  # None while the callback runs, a second less before it
+            return h.dispatcher._when("t1") == T0 + 2 * P
+
+    wait_until(fired_at_its_start, timeout=5, message="the slot deferred to its start")
+    assert len(h.runs()) == 1
+    h.executor.finish(h.executor.ids[0])
+    h.clock.now = T0 + 2 * P
+    h.dispatcher.set_active(True)
+    wait_until(lambda: len(h.executor.submitted) == 2, timeout=5, message="the second run")
+    assert [r.status for r in h.runs()] == [RunStatus.SUCCEEDED, RunStatus.QUEUED]

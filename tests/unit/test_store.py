@@ -254,6 +254,19 @@ def test_mark_running_only_from_queued(store):
     assert store.get_run(done) == before
 
 
+def test_delete_run_deletes_only_a_run_still_queued_and_frees_its_slot(store):
+    dropped = queued(store, scheduled_for=T0 + 60)
+    running = queued(store, scheduled_for=T0 + 120)
+    store.mark_running(running, T0 + 120, 0.0)
+    done = finished(store, scheduled_for=T0 + 180)
+    assert store.delete_run(dropped) is True
+    assert store.delete_run(dropped) is False  # gone already
+    assert store.delete_run(running) is False and store.delete_run(done) is False
+    assert statuses(store) == {running: RunStatus.RUNNING, done: RunStatus.SUCCEEDED}
+    # Nothing ran in that slot: it may be recorded again.
+    assert store.insert_run("t1", Trigger.SCHEDULE, RunStatus.QUEUED, T0 + 60, slot=True)
+
+
 def test_finish_run_records_the_whole_result(store):
     run_id = queued(store)
     store.mark_running(run_id, T0 + 0.25, 250.0)
