@@ -266,13 +266,7 @@ class Run:
             return
         if self.phase is Phase.DONE:
             return
-        procs.signal_group(self.pid, signal.SIGKILL)
-        if self.confinement is not None:
-            self.confinement.end()
-        if self.exit_status is None:
-            self._reap_blocking()
-        if not self.separate and procs.has_children():
-            procs.kill_descendants()
+        self._kill_all(time.monotonic())
         self.phase = Phase.DONE
         self.close(sel)
 
