@@ -7,10 +7,11 @@ its jobs leave behind is re-parented to it and can be killed. When the server go
 and exits: no job outlives the server, even one killed with SIGKILL.
 
 One thread, one selector (:class:`WorkerLoop`): the server's pipe, and for every released
-run its output pipes, its started pipe and a pidfd. A run request is prepared at once
-(:func:`sandbox.runner.prepare`: the child forked, confined and parked before ``exec``) and
-released at its start time; the loop's wait ends about a millisecond before that instant
-and sleeps the rest precisely. Each run keeps its own cgroups, caps, timeout and tree
+run its output pipes, its started pipe and a pidfd. A run request is prepared as it arrives
+(:func:`sandbox.runner.prepare`: the child forked, confined and parked before ``exec``),
+unless another run is to be released within :data:`PREPARE_GUARD` (preparing holds the loop
+for a few milliseconds), and released at its start time; the loop's wait ends about a
+millisecond before that instant and sleeps the rest precisely. Each run keeps its own cgroups, caps, timeout and tree
 watch; the loop only decides *when* to look at it.
 
 A worker runs several runs at once only where they can be told apart (PID namespaces:
@@ -49,6 +50,9 @@ CAPACITY = 1024
 # The selector's wait is rounded to whole milliseconds; the last stretch before a release
 # is slept precisely instead.
 PRECISE = 0.002
+# A preparation holds the loop for a few milliseconds: none is begun this close before a
+# release (unless the run to prepare is due first), so that the release is not held up.
+PREPARE_GUARD = 0.02
 _CONN = "conn"
 
 
@@ -95,6 +99,7 @@ class WorkerLoop:
         self.sel = selectors.DefaultSelector()
         self.sel.register(conn.fileno(), selectors.EVENT_READ, _CONN)
         self.runs: dict[int, Run] = {}
+        self.waiting: dict[int, RunRequest] = {}  # received, to be prepared
         self.policy: Policy | None = None
         self.ending = False
 
@@ -162,6 +167,19 @@ class WorkerLoop:
             if run.phase is Phase.DONE and run.run_id in self.runs:
                 del self.runs[run.run_id]
                 self._send(("done", run.result()))
+        self._prepare_waiting()
+
+    def _prepare_waiting(self) -> None:
+        """Prepare the runs received, in order, unless a release is imminent and they are
+        not due before it (they are then prepared right after it)."""
+        for run_id, request in list(self.waiting.items()):
+            release = self._until_release()
+            if release is not None and release < PREPARE_GUARD:
+                start = (request.scheduled_for or 0.0) - time.time()
+                if start > release:
+                    return
+            del self.waiting[run_id]
+            self._prepare(request)
 
     def _tick(self, run: Run, now: float) -> None:
         if run.tick(self.sel, now) == "started":
@@ -193,13 +211,13 @@ class WorkerLoop:
             self._server_gone()
 
     def _on_run(self, request: RunRequest) -> None:
-        if self.ending:
-            return
-        if self.policy is not None and self.policy.revision > request.policy.revision:
-            request = replace(request, policy=self.policy)
-        self._prepare(request)
+        if not self.ending:
+            self.waiting[request.run_id] = request
 
     def _on_discard(self, run_id: int) -> None:
+        if self.waiting.pop(run_id, None) is not None:
+            self._send(("discarded", run_id))
+            return
         run = self.runs.get(run_id)
         if run is not None and not run.released:
             self._drop(run)
@@ -214,6 +232,8 @@ class WorkerLoop:
             self._guard(run, lambda r=run: self._recheck(r, policy))
 
     def _on_cancel(self, reason: str) -> None:
+        for run_id in list(self.waiting):
+            self._on_discard(run_id)
         for run in list(self.runs.values()):
             if run.released:
                 run.cancel(reason)
@@ -230,6 +250,7 @@ class WorkerLoop:
         except (KeyError, ValueError, OSError):
             pass
         self.ending = True
+        self.waiting.clear()
         for run in list(self.runs.values()):
             if run.released:
                 run.cancel("the server went away")
@@ -239,6 +260,8 @@ class WorkerLoop:
     # -- runs -----------------------------------------------------------------------------
 
     def _prepare(self, request: RunRequest) -> None:
+        if self.policy is not None and self.policy.revision > request.policy.revision:
+            request = replace(request, policy=self.policy)
         try:
             prepared = runner.prepare(request, self.confiner, start_at=request.scheduled_for)
         except Exception as exc:  # one run's surprise must not cost the others their worker

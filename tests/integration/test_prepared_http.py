@@ -84,7 +84,8 @@ def test_a_run_its_task_can_no_longer_take_is_discarded(make_server, action):
         wait_until(lambda: all(r["run_id"] != run["run_id"] for r in _runs(server, "later")),
                    timeout=5, message="the run's record to be taken back")
     assert server.post("output", run_id=run["run_id"], expect=404)["status"] == "error"
-    assert not _groups_of(run["run_id"])
+    wait_until(lambda: not _groups_of(run["run_id"]), timeout=5,
+               message="the run's cgroups to be removed")
     wait_until(lambda: time.time() > _epoch(run["scheduled_for"]) + 1.5, timeout=10,
                interval=0.1, message="the slot to pass")
     assert not marker.exists()
