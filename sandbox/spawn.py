@@ -21,6 +21,7 @@ it, says why the job did not start.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import signal
@@ -134,6 +135,7 @@ def _restore_pid_ns(confinement: Confinement) -> None:
 def _child(plan: LaunchPlan, confinement: Confinement | None, *, null: int, stdout: int,
            stderr: int, go: int, started: int) -> None:
     """In the forked child: set up, wait for the release, exec. Never returns."""
+    gc.disable()
     try:
         os.dup2(null, 0)
         os.dup2(stdout, 1)

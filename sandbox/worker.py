@@ -25,6 +25,7 @@ Messages out: ("hello", isolation, capacity) · ("started", run_id, started_at, 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import resource
@@ -82,6 +83,10 @@ def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
     isolation = detect()
     confiner = Confiner(isolation, protected)
     capacity = CAPACITY if isolation.namespaces else 1
+    # Every run's child is a fork of this process: objects the collector would walk (and
+    # write to) are pages copied on the next write after each fork. What exists now lives
+    # as long as the worker, so the collector leaves it alone.
+    gc.freeze()
     try:
         conn.send(("hello", isolation.to_dict(), capacity))
     except OSError:
