@@ -151,7 +151,8 @@ class SchedulerCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_runs_active", "Runs whose process is running now.",
                                 value=status.runs_active)
         yield GaugeMetricFamily(f"{PREFIX}_runs_queued", "Runs handed to the pool that wait "
-                                "for a worker.", value=status.runs_queued)
+                                "for their start: for a worker, or prepared ahead of their "
+                                "slot.", value=status.runs_queued)
         yield CounterMetricFamily(f"{PREFIX}_policy_reload_errors",
                                   "Policy file changes that were not applied because the file "
                                   "was invalid.", value=self._policy.reload_errors)

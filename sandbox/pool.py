@@ -158,13 +158,21 @@ class WorkerPool:
             return sum(1 for s in self._seats if s.process.is_alive())
 
     def busy(self) -> int:
-        """How many runs the workers hold (prepared or running)."""
+        """How many runs have started and not ended."""
         with self._lock:
-            return sum(len(s.runs) for s in self._seats)
+            return sum(a.started for s in self._seats for a in s.runs.values())
 
     def queued(self) -> int:
+        """How many runs wait for their start: in the queue, or prepared by a worker."""
         with self._lock:
-            return len(self._queue)
+            return len(self._queue) + sum(not a.started for s in self._seats
+                                          for a in s.runs.values())
+
+    def in_flight(self) -> int:
+        """How many runs the workers hold, prepared or running (what the policy's
+        ``max_concurrent_runs`` bounds)."""
+        with self._lock:
+            return sum(len(s.runs) for s in self._seats)
 
     def isolation(self) -> dict | None:
         """What the workers detected: ``{"level": ..., "layers": [...]}`` (None until one
@@ -192,9 +200,9 @@ class WorkerPool:
                                        finished_at=now))
         self._wake()
         end = time.monotonic() + grace
-        while self.busy() and time.monotonic() < end:
+        while self.in_flight() and time.monotonic() < end:
             time.sleep(0.05)
-        if self.busy():
+        if self.in_flight():
             with self._lock:
                 self._cancel_reason = f"the server stopped; the run did not end within {grace:g} s"
             self._wake()

@@ -50,12 +50,14 @@ class Executor(Protocol):
     def alive(self) -> int:
         """How many workers can run jobs now."""
 
-    def busy(self) -> int: ...
+    def busy(self) -> int:
+        """How many runs have started and not ended."""
 
     def isolation(self) -> dict | None:
         """``{"level": ..., "layers": [...]}``: how runs are contained (None: not known yet)."""
 
-    def queued(self) -> int: ...
+    def queued(self) -> int:
+        """How many runs wait for their start (queued, or prepared ahead of it)."""
 
     def close(self, grace: float = 10.0) -> None:
         """Stop taking runs; let running ones end within ``grace`` seconds, cancel the rest,

@@ -265,7 +265,7 @@ def test_a_burst_larger_than_the_bound_never_exceeds_it(make_pool, policy):
     for run_id in ids:
         pool.submit(request(limited, run_id, "sleep 0.2"))
     held: list[int] = []
-    wait_until(lambda: held.append(pool.busy()) or len(seen.results) == len(ids),
+    wait_until(lambda: held.append(pool.in_flight()) or len(seen.results) == len(ids),
                timeout=30, interval=0.005, message="every run of the burst to end")
     assert all(seen.results[i].status is Outcome.SUCCEEDED for i in ids)
     assert 1 < seen.most_running <= bound and max(held) <= bound
