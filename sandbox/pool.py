@@ -104,7 +104,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._queue: list[tuple[float, int, RunRequest]] = []
         self._order = itertools.count()
-        self._discards: set[int] = set()
+        self._discards: set[int] = set()  # asked for, until the run leaves its worker
+        self._discards_sent: set[int] = set()
         self._policy: Policy | None = None
         self._policy_sent: Policy | None = None
         self._seats: list[_Seat] = []
@@ -386,9 +387,12 @@ class WorkerPool:
             policy = self._policy if self._policy is not self._policy_sent else None
             self._policy_sent = self._policy
             sends = [(seat, ("discard", run_id)) for seat in self._seats
-                     for run_id, a in seat.runs.items() if run_id in discards and not a.started]
+                     for run_id, a in seat.runs.items()
+                     if run_id in discards and run_id not in self._discards_sent and not a.started]
+            held = {run_id for seat in self._seats for run_id in seat.runs}
             self._discards -= {entry[2].run_id for entry in queued}
-            self._discards &= {run_id for seat in self._seats for run_id in seat.runs}
+            self._discards &= held
+            self._discards_sent = (self._discards_sent | {m[1] for _, m in sends}) & held
         for _, _, request in queued:
             self._call(self._on_discarded, request.run_id)
         if policy is not None:
