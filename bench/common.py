@@ -270,3 +270,8 @@ def machine() -> str:
     return (f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB, Linux {platform.release()}, "
             f"Python {platform.python_version()}, load average "
             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
+
+
+def quick_note(runs: int) -> str:
+    """The note of a table whose runs all ran at once, in quick mode."""
+    return f"QUICK MODE: all {runs} runs at once on 2 cores; the figures mean nothing."

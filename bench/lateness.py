@@ -134,6 +134,6 @@ def run(tmp: Path, quick: bool) -> str:
              "10-thread pool (coalesce, max_instances 1).",
              f"runs that did not succeed (besides skipped): {failed}."]
     if quick:
-        notes.append(f"QUICK MODE: all {len(jobs)} runs at once on 2 cores; the figures mean nothing.")
+        notes.append(common.quick_note(len(jobs)))
     return common.table("1. Lateness (due time → job process started)", list(SYSTEMS)[1:],
                         rows, notes)
