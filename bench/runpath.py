@@ -732,7 +732,8 @@ def _install_worker_probes(probes: _WorkerProbes) -> None:
     spawn.os = _spawn_os(probes)
     close_all_but = spawn._close_all_but
     spawn._close_all_but = lambda keep: close_all_but({*keep, probes.write_fd})
-    spawn._rlimits = probes.timed("rlimits", spawn._rlimits)
+    # Only the unconfined child's call: the confined one goes through confine's own name.
+    spawn.set_rlimits = probes.timed("rlimits", spawn.set_rlimits)
 
     unshare = kernel.unshare
 

@@ -35,8 +35,9 @@ import os
 import resource
 import stat
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from policies import Limits
 
 from . import kernel, landlock
 from .cgroups import RunCgroup, run_group_name
@@ -191,10 +192,7 @@ class Confinement:
             for procs_file in self.cgroups.procs_files:
                 _write_file(procs_file, "0")
             _write_file("/proc/self/oom_score_adj", "1000")
-        limits = self.plan.limits
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-        file_size = limits.file_size_mb * 1048576
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        set_rlimits(self.plan.limits)
         if iso.namespaces:
             self._namespaces()
             self._become_init()
@@ -270,6 +268,13 @@ class Confinement:
             ruleset.allow(self.report_file, landlock.READ_FILE | landlock.WRITE_FILE
                           | landlock.TRUNCATE, is_dir=False)
         ruleset.restrict_self()
+
+
+def set_rlimits(limits: Limits) -> None:
+    """The run's CPU and file-size caps, on the calling process (the job's child)."""
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    file_size = limits.file_size_mb * 1048576
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
 
 
 def _hide(path: str) -> None:

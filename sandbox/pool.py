@@ -137,7 +137,7 @@ class WorkerPool:
             if self._closing:
                 raise PoolClosed("the worker pool is shutting down")
             self._note_policy(request.policy)
-            heapq.heappush(self._queue, (request.scheduled_for or 0.0, next(self._order), request))
+            self._enqueue(request)
         self._wake()
 
     def discard(self, run_id: int) -> None:
@@ -173,7 +173,11 @@ class WorkerPool:
         """How many runs the workers hold, prepared or running (what the policy's
         ``max_concurrent_runs`` bounds)."""
         with self._lock:
-            return sum(len(s.runs) for s in self._seats)
+            return self._held()
+
+    def _held(self) -> int:
+        """How many runs the workers hold (callers hold the lock)."""
+        return sum(len(s.runs) for s in self._seats)
 
     def isolation(self) -> dict | None:
         """What the workers detected: ``{"level": ..., "layers": [...]}`` (None until one
@@ -217,6 +221,11 @@ class WorkerPool:
             if seat.process.is_alive():
                 seat.process.kill()
                 seat.process.join(1)
+
+    def _enqueue(self, request: RunRequest) -> None:
+        """Queue ``request`` by its start time, in arrival order among equals (callers hold
+        the lock)."""
+        heapq.heappush(self._queue, (request.scheduled_for or 0.0, next(self._order), request))
 
     def _note_policy(self, policy: Policy) -> None:
         """Keep the newest policy seen (callers hold the lock)."""
@@ -323,14 +332,15 @@ class WorkerPool:
                 self._seats.pop(index)
             else:
                 self._seats[index] = self._spawn()
-            again = [a.request for a in lost if not closing and not a.started
+            again = {a.request.run_id for a in lost if not closing and not a.started
                      and a.request.run_id not in self._discards
-                     and (a.request.scheduled_for or 0.0) > now + RESTART_MARGIN]
-            for request in again:
-                heapq.heappush(self._queue, (request.scheduled_for or 0.0, next(self._order), request))
+                     and (a.request.scheduled_for or 0.0) > now + RESTART_MARGIN}
+            for assigned in lost:
+                if assigned.request.run_id in again:
+                    self._enqueue(assigned.request)
         for assigned in lost:
             run_id = assigned.request.run_id
-            if assigned.request in again:
+            if run_id in again:
                 log.warning("run %d was prepared by worker pid %d, which died; preparing it again",
                             run_id, seat.process.pid, extra={"run_id": run_id})
             elif not assigned.started and run_id in self._discards:
@@ -380,7 +390,7 @@ class WorkerPool:
         """Send the workers what other threads asked for: discards and a newer policy."""
         with self._lock:
             discards = set(self._discards)
-            queued = [entry for entry in self._queue if entry[2].run_id in discards]
+            queued = [entry for entry in self._queue if entry[2].run_id in discards] if discards else []
             if queued:
                 self._queue = [entry for entry in self._queue if entry[2].run_id not in discards]
                 heapq.heapify(self._queue)
@@ -404,8 +414,9 @@ class WorkerPool:
         with self._lock:
             if self._closing or not self._queue:
                 return
-            bound = self._policy.rate_limits.concurrent_runs if self._policy else 1
-            in_flight = sum(len(s.runs) for s in self._seats)
+            # Every queued request noted its policy: there is one.
+            bound = self._policy.rate_limits.concurrent_runs
+            in_flight = self._held()
             jobs = []
             while self._queue and in_flight < bound:
                 open_seats = [s for s in self._seats

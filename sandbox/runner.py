@@ -79,14 +79,15 @@ class _Stop:
     reason: str
 
 
-def prepare(request: RunRequest, confiner: Confiner, *, start_at: float | None = None,
+def prepare(request: RunRequest, confiner: Confiner, *,
             now: float | None = None) -> "Run | RunResult":
-    """Prepare ``request``'s process, to be released at ``start_at`` (epoch seconds; None:
-    at once). Returns the prepared run, or the result of a run that ends here: ``rejected``
-    by the policy, or ``error`` when its cgroups or its process could not be made."""
+    """Prepare ``request``'s process, to be released at ``request.scheduled_for`` (epoch
+    seconds; None or past: at once). Returns the prepared run, or the result of a run that
+    ends here: ``rejected`` by the policy, or ``error`` when its cgroups or its process
+    could not be made."""
     now = time.time() if now is None else now
     # Read with ``now``: the release instant must not move by the time preparing takes.
-    release_at = time.monotonic() + max(0.0, (start_at or now) - now)
+    release_at = time.monotonic() + max(0.0, (request.scheduled_for or now) - now)
     rundir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
     confinement = None
     try:
@@ -290,24 +291,10 @@ class Run:
         if stream is Stream.EXITED:
             sel.unregister(self.exit_fd)
             return None
-        fd = {Stream.STARTED: self.parked.started, Stream.STDOUT: self.parked.stdout,
-              Stream.STDERR: self.parked.stderr}[stream]
-        try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return None
         if stream is Stream.STARTED:
-            if data:
-                self._started_text += data
-                return None
-            sel.unregister(fd)
-            self.open_streams.discard(fd)
-            return self._started(now)
-        if not data:
-            sel.unregister(fd)
-            self.open_streams.discard(fd)
-            return None
-        (self.out if stream is Stream.STDOUT else self.err).feed(data)
+            return self._read_started(sel, now)
+        fd = self.parked.stdout if stream is Stream.STDOUT else self.parked.stderr
+        self._read_output(fd, sel)
         if self.out.total + self.err.total > self.output_limit:
             self._stop(Outcome.KILLED, f"output: wrote more than {self.plan.limits.max_output_kb} KB")
         return None
@@ -343,7 +330,7 @@ class Run:
         event = None
         if (self.phase is Phase.STARTING and self.exit_status is not None
                 and self.parked.started in self.open_streams):
-            event = self._drain_started(sel, now)
+            event = self._read_started(sel, now)
         if self.phase is Phase.RUNNING and self.exit_status is None and self.stop is None:
             if now >= self.deadline:
                 self._stop(Outcome.TIMED_OUT,
@@ -396,20 +383,10 @@ class Run:
 
     def _drain(self, sel: selectors.BaseSelector, now: float) -> None:
         if self.parked.started in self.open_streams:
-            self._drain_started(sel, now)
-        for fd in list(self.open_streams):
-            if fd == self.parked.started:
-                continue
-            while True:
-                try:
-                    data = os.read(fd, READ_CHUNK)
-                except BlockingIOError:
-                    break
-                if not data:
-                    sel.unregister(fd)
-                    self.open_streams.discard(fd)
-                    break
-                (self.out if fd == self.parked.stdout else self.err).feed(data)
+            self._read_started(sel, now)
+        for fd in list(self.open_streams - {self.parked.started}):
+            while self._read_output(fd, sel):
+                pass
         streams = self.open_streams - {self.parked.started}
         if not streams or now >= self.drain_end:
             self._finish(sel)
@@ -423,18 +400,34 @@ class Run:
         self.phase = Phase.DONE
         self.close(sel)
 
-    def _drain_started(self, sel: selectors.BaseSelector, now: float) -> str | None:
-        """The run's first process is gone: read the started pipe to its end, if it has
-        one, to learn whether the job ran."""
+    def _read_started(self, sel: selectors.BaseSelector, now: float) -> str | None:
+        """Read what the started pipe holds; at its end, learn whether the job ran (see
+        :meth:`_started`)."""
         fd = self.parked.started
         try:
             while data := os.read(fd, READ_CHUNK):
                 self._started_text += data
         except BlockingIOError:
             return None
+        self._unwatch(fd, sel)
+        return self._started(now)
+
+    def _read_output(self, fd: int, sel: selectors.BaseSelector) -> bool:
+        """Read one chunk of ``fd`` (stdout or stderr) into its capture; False when there is
+        nothing to read now or the pipe reached its end (it is then no longer watched)."""
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return False
+        if not data:
+            self._unwatch(fd, sel)
+            return False
+        (self.out if fd == self.parked.stdout else self.err).feed(data)
+        return True
+
+    def _unwatch(self, fd: int, sel: selectors.BaseSelector) -> None:
         sel.unregister(fd)
         self.open_streams.discard(fd)
-        return self._started(now)
 
     def close(self, sel: selectors.BaseSelector | None) -> None:
         """Give back everything the run holds: descriptors, cgroups, its directory."""

@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import kernel
-from .confine import Confinement
+from .confine import MAX_FD, Confinement, set_rlimits
 from .launch import LaunchPlan
 
 GO = b"g"
-MAX_FD = 65536
 SETUP_FAILED = "isolation set-up failed: "
 EXEC_FAILED = "could not start the job: "
 STAMP = b"@"
@@ -151,7 +149,7 @@ def _child(plan: LaunchPlan, confinement: Confinement | None, *, null: int, stdo
             if confinement is not None:
                 confinement.confine()
             else:
-                _rlimits(plan)
+                set_rlimits(plan.limits)
                 os.chdir(plan.cwd)
         except BaseException as exc:
             _fail(started, SETUP_FAILED + str(exc))
@@ -173,13 +171,6 @@ def _fail(started: int, message: str) -> None:
         os.write(started, message.encode("utf-8", "replace")[:4096])
     finally:
         os._exit(127)
-
-
-def _rlimits(plan: LaunchPlan) -> None:
-    limits = plan.limits
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-    file_size = limits.file_size_mb * 1048576
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
 
 
 def _close_all_but(keep: Sequence[int] | set[int]) -> None:

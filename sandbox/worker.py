@@ -11,8 +11,8 @@ run its output pipes, its started pipe and a pidfd. A run request is prepared as
 (:func:`sandbox.runner.prepare`: the child forked, confined and parked before ``exec``),
 unless another run is to be released within :data:`PREPARE_GUARD` (preparing holds the loop
 for a few milliseconds), and released at its start time; the loop's wait ends about a
-millisecond before that instant and sleeps the rest precisely. Each run keeps its own cgroups, caps, timeout and tree
-watch; the loop only decides *when* to look at it.
+millisecond before that instant and sleeps the rest precisely. Each run keeps its own
+cgroups, caps, timeout and tree watch; the loop only decides *when* to look at it.
 
 A worker runs several runs at once only where they can be told apart (PID namespaces:
 every process of a run lies below its namespace's init); elsewhere its ``capacity`` is one.
@@ -268,7 +268,7 @@ class WorkerLoop:
         if self.policy is not None and self.policy.revision > request.policy.revision:
             request = replace(request, policy=self.policy)
         try:
-            prepared = runner.prepare(request, self.confiner, start_at=request.scheduled_for)
+            prepared = runner.prepare(request, self.confiner)
         except Exception as exc:  # one run's surprise must not cost the others their worker
             log.exception("preparing run %d failed", request.run_id, extra={"run_id": request.run_id})
             prepared = RunResult(run_id=request.run_id, status=Outcome.ERROR,
@@ -312,8 +312,6 @@ class WorkerLoop:
                                           started_at=run.started_at, finished_at=time.time())))
 
     def _send(self, message: tuple) -> None:
-        if self.ending and self.conn.closed:
-            return
         try:
             self.conn.send(message)
         except (OSError, ValueError):
