@@ -190,8 +190,9 @@ def run(tmp: Path, quick: bool) -> str:
              "− the second its slot was due. every second: 1 task every 1 s; burst of 50: 50 "
              "tasks due on the same second every 5 s.",
              f"Ours: {WORKERS} workers, runs_per_minute 100000, max_concurrent_runs "
-             f"{CONCURRENT_RUNS}; its server-side `lateness_ms` (due → job process started, as the worker "
-             f"sees it) from the run records. The job's clock reads later by (median ms): {gaps}.",
+             f"{CONCURRENT_RUNS}; its server-side `lateness_ms` (due → job process started, "
+             "as the worker sees it) from the run records. The job's clock reads later by "
+             f"(median ms): {gaps}.",
              "APScheduler 3: BackgroundScheduler, the job runs the command with "
              "`subprocess.run` in a pool of 10 or 50 threads (misfire grace off, coalesce, "
              "max_instances 1).",

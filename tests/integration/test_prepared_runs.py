@@ -137,6 +137,16 @@ def _prepared(worker: psutil.Process, count: int = 1) -> list[int]:
                       message=f"{count} prepared process(es)")
 
 
+def _park_toucher(pool: WorkerPool, policy: Policy, run_id: int):
+    """A run that would create a marker file, prepared for half a minute from now: the
+    marker, the worker holding it and its prepared child's pid."""
+    marker = Path(policy.allowed_directories[0]) / "ran"
+    pool.submit(request(policy, run_id, f"touch {marker}", at=time.time() + 30))
+    (worker,) = _workers(pool)
+    (child,) = _prepared(worker)
+    return marker, worker, child
+
+
 def _run_dirs(run_id: int) -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f"run-{run_id}-*"))
 
@@ -172,10 +182,7 @@ def test_a_run_without_a_start_time_starts_at_once(make_pool, policy):
 
 def test_a_discarded_run_leaves_nothing_behind(make_pool, policy):
     pool, seen = make_pool()
-    marker = Path(policy.allowed_directories[0]) / "ran"
-    pool.submit(request(policy, 7, f"touch {marker}", at=time.time() + 30))
-    (worker,) = _workers(pool)
-    (child,) = _prepared(worker)
+    marker, worker, child = _park_toucher(pool, policy, 7)
     assert _run_dirs(7) and (_run_groups(worker.pid, 7) or not cgroups.detect().bases)
     pool.discard(7)
     wait_until(lambda: seen.discarded == [7], message="the discard to be reported")
@@ -196,10 +203,7 @@ def test_discarding_a_released_run_changes_nothing(make_pool, policy):
 
 def test_a_policy_that_now_forbids_the_run_rejects_it_unstarted(make_pool, policy):
     pool, seen = make_pool()
-    marker = Path(policy.allowed_directories[0]) / "ran"
-    pool.submit(request(policy, 4, f"touch {marker}", at=time.time() + 30))
-    (worker,) = _workers(pool)
-    (child,) = _prepared(worker)
+    marker, _, child = _park_toucher(pool, policy, 4)
     stricter = dataclasses.replace(policy, task_types=frozenset({TaskType.SCRIPT}), revision=2)
     pool.revise(stricter)
     result = seen.result(4)
