@@ -43,6 +43,11 @@ def _prepared(server: Server, task_id: str) -> dict:
                                    None), timeout=15, message=f"a prepared run of {task_id}")
 
 
+def _pids(server: Server) -> set[int]:
+    """The server's descendants, a zombie not yet reaped included."""
+    return {proc.pid for proc in server.descendants()}
+
+
 def _groups_of(run_id: int) -> list:
     support = cgroups.detect()
     return [path for base in support.bases for path in base.glob(f"{cgroups.PREFIX}*-run-{run_id}")]
@@ -68,17 +73,19 @@ def test_scheduled_runs_start_at_their_slot_never_before(make_server):
 def test_a_run_its_task_can_no_longer_take_is_discarded(make_server, action):
     server = make_server(autostart=True, extra_args=("--prepare-ahead", "3"))
     marker = server.workspace / "ran"
-    baseline = len(server.descendants())
+    # By pid, not by count: a worker that has just started may still have its short-lived
+    # isolation probe as a child, so a count taken now need not be the count once idle.
+    before = _pids(server)
     server.post("create", task_id="later", type="command", interval="every 1 hour",
                 command=f"touch {marker}", start_at=_iso(math.ceil(time.time()) + 5))
     run = _prepared(server, "later")
-    wait_until(lambda: len(server.descendants()) > baseline, timeout=10,
-               message="the prepared process")
+    prepared = wait_until(lambda: _pids(server) - before, timeout=10,
+                          message="the prepared process")
     if action == "stop":
         server.post("stop")
     else:
         server.post(action, task_id="later")
-    wait_until(lambda: len(server.descendants()) == baseline, timeout=10,
+    wait_until(lambda: not _pids(server) & prepared, timeout=10,
                message="the prepared process to be gone")
     if action != "remove":
         wait_until(lambda: all(r["run_id"] != run["run_id"] for r in _runs(server, "later")),
