@@ -114,6 +114,7 @@ class Scheduler:
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
         self._running = False
+        self._closing = False
         self._dispatcher = dispatcher or Dispatcher(clock=clock, lead=config.prepare_ahead)
         self._launcher = Launcher(store, executor, policy, clock=clock,
                                   history_per_task=config.history_per_task,
@@ -166,6 +167,8 @@ class Scheduler:
 
     def close(self, grace: float | None = None) -> None:
         """Stop dispatching, let running jobs end within ``grace`` seconds, then stop them."""
+        # The runs the executor drops while closing must not be planned again (_after_discard).
+        self._closing = True
         self._backlog.close()
         self._dispatcher.close()
         self._retries.close()
@@ -478,7 +481,7 @@ class Scheduler:
     def _after_discard(self, discarded: DiscardedRun) -> None:
         """Launcher discard listener: a slot's run was dropped before it started, so the
         slot did not fire after all: a task with ``max_runs`` still has it to run, and a
-        resume or start before the slot runs it."""
+        resume or start before the slot runs it, also one that came before this word."""
         if discarded.trigger not in SLOTTED:
             return
         with self._lock:
@@ -486,10 +489,19 @@ class Scheduler:
             if task is None or task.runs_fired == 0:
                 return
             task.runs_fired -= 1
+            now = self.clock()
+            slot = discarded.scheduled_for
             # Slots are whole milliseconds: just before it, the slot is the next one.
-            task.checkpoint = min(task.checkpoint,
-                                  max(self.clock(), discarded.scheduled_for - 0.001))
+            task.checkpoint = min(task.checkpoint, max(now, slot - 0.001))
             self.store.save_progress(task.task_id, task.runs_fired, task.checkpoint)
+            if not self._running or self._closing or task.paused or slot <= now:
+                return
+            # A start or resume faster than the executor's word planned the task past the
+            # slot (or fired it into the run's record, which stood until now): due again.
+            self._backlog.settle_now(task.task_id)
+            if task.admit(slot) is not None and (task.next_run is None or task.next_run > slot):
+                task.next_run = slot
+                self._plan(task)
 
     def _plan_retry(self, task: Task, finished: FinishedRun) -> bool:
         retry = finished.lineage.attempt  # the k-th retry follows the k-th try

@@ -1115,6 +1115,60 @@ def test_a_slot_dropped_at_stop_runs_after_a_start_before_it(h):
     assert run.scheduled_for == slot and run.run_id != prepared
 
 
+@pytest.mark.parametrize("overlap", [Overlap.ALLOW, Overlap.SKIP])
+def test_a_start_faster_than_the_drop_still_runs_the_slot(make, overlap):
+    h = make().open()
+    h.create(overlap=overlap)
+    slot = h.sched.task("t1").next_run
+    h.fire_early(ahead=0.5)
+    [prepared] = h.executor.ids
+    h.sched.stop()
+    h.clock.now = slot - 0.4
+    h.sched.start()
+    # The dropped run's record still stands: the slot fires into it (allow), or waits for
+    # the run still counted active (skip).
+    assert h.fire_early(ahead=0.3) == (slot + P if overlap is Overlap.ALLOW else DEFER)
+    assert h.executor.ids == [prepared]
+    h.clock.now = slot - 0.2
+    h.executor.drop(prepared)
+    assert h.sched.task("t1").next_run == slot
+    assert h.fire_early(ahead=0.2) == slot + P
+    [run] = h.runs()
+    assert run.scheduled_for == slot and run.run_id != prepared
+    assert h.sched.task("t1").runs_fired == 1
+
+
+def test_a_resume_faster_than_the_drop_still_runs_the_slot(h):
+    h.create(max_runs=1)
+    slot = h.sched.task("t1").next_run
+    h.fire_early(ahead=0.5)
+    [prepared] = h.executor.ids
+    h.sched.set_paused("t1", True)
+    h.sched.set_paused("t1", False)
+    assert h.sched.task("t1").next_run is None  # its one run still counts until dropped
+    h.executor.drop(prepared)
+    assert h.sched.task("t1").next_run == slot
+    assert h.fire_early(ahead=0.3) is None  # its last run
+    assert [r.scheduled_for for r in h.runs()] == [slot]
+
+
+def test_a_run_dropped_while_paused_stopped_or_closing_is_not_planned(h):
+    h.create()
+    h.create("t2")
+    h.create("t3")
+    for task_id in ("t1", "t2", "t3"):
+        h.fire_early(task_id, ahead=0.5)
+    first, second, third = h.executor.ids
+    h.sched.set_paused("t1", True)
+    h.executor.drop(first)
+    assert "t1" not in h.dispatcher.due_times
+    h.sched.close()
+    for run_id in (second, third):
+        due = dict(h.dispatcher.due_times)
+        h.executor.drop(run_id)
+        assert h.dispatcher.due_times == due
+
+
 def test_a_run_dropped_after_its_slot_passed_is_not_due_again(h):
     h.create()
     slot = h.sched.task("t1").next_run
