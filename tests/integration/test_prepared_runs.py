@@ -102,9 +102,13 @@ def request(policy: Policy, run_id: int, command: str, *, at: float | None = Non
                       working_dir=None, env={}, timeout=timeout, scheduled_for=at)
 
 
-def _workers(pool: WorkerPool) -> list[psutil.Process]:
-    wait_until(lambda: pool.alive() == pool.size, message="the workers to start")
-    return [psutil.Process(seat.process.pid) for seat in pool._seats]
+def _worker(pool: WorkerPool) -> psutil.Process:
+    """The one worker of ``pool``, once it has said hello: it has then reaped the child it
+    probes namespaces with, so every child it has from then on is a run's."""
+    assert pool.size == 1
+    wait_until(lambda: pool.alive() == 1 and pool.isolation() is not None,
+               message="the worker to start")
+    return psutil.Process(pool._seats[0].process.pid)
 
 
 def _process(pid: int) -> psutil.Process | None:
@@ -142,7 +146,7 @@ def _park_toucher(pool: WorkerPool, policy: Policy, run_id: int):
     marker, the worker holding it and its prepared child's pid."""
     marker = Path(policy.allowed_directories[0]) / "ran"
     pool.submit(request(policy, run_id, f"touch {marker}", at=time.time() + 30))
-    (worker,) = _workers(pool)
+    worker = _worker(pool)
     (child,) = _prepared(worker)
     return marker, worker, child
 
@@ -161,7 +165,7 @@ def test_a_prepared_run_starts_at_its_time_not_before(make_pool, policy):
     pool, seen = make_pool()
     slot = time.time() + 1.5
     pool.submit(request(policy, 1, "date +%s.%N", at=slot))
-    (worker,) = _workers(pool)
+    worker = _worker(pool)
     _prepared(worker)
     assert 1 not in seen.started, "the job must not start before its time"
     result = seen.result(1)
@@ -216,7 +220,7 @@ def test_a_policy_that_now_forbids_the_run_rejects_it_unstarted(make_pool, polic
 def test_a_policy_that_changes_the_launch_prepares_the_run_again(make_pool, policy):
     pool, seen = make_pool()
     pool.submit(request(policy, 5, 'echo "$GREETING"', at=time.time() + 1.5))
-    (worker,) = _workers(pool)
+    worker = _worker(pool)
     (first,) = _prepared(worker)
     changed = dataclasses.replace(
         policy, environment=dataclasses.replace(policy.environment, set={"GREETING": "bye"}),
@@ -245,7 +249,7 @@ def test_a_dead_worker_s_prepared_runs_are_prepared_again_and_its_running_run_er
     slot = time.time() + 4
     for run_id in (11, 12):
         pool.submit(request(policy, run_id, "date +%s.%N", at=slot))
-    (worker,) = _workers(pool)
+    worker = _worker(pool)
     _prepared(worker, 3)
     old = {p.pid for p in _tree(worker)} - {worker.pid}
     os.kill(worker.pid, signal.SIGKILL)
@@ -278,7 +282,7 @@ def test_a_burst_larger_than_the_bound_never_exceeds_it(make_pool, policy):
 def test_closing_discards_prepared_runs(make_pool, policy):
     pool, seen = make_pool()
     pool.submit(request(policy, 20, "true", at=time.time() + 60))
-    (worker,) = _workers(pool)
+    worker = _worker(pool)
     (child,) = _prepared(worker)
     pool.close(1)
     assert seen.discarded == [20] and 20 not in seen.results
