@@ -15,6 +15,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,13 +45,18 @@ class Page:
         self._replies: dict[int, queue.Queue] = {}
         self._next_id = 0
         self._lock = threading.Lock()
+        # Chromium's singleton socket goes to a directory of its own under TMPDIR, which a
+        # killed chromium leaves behind; a short one of ours (a socket's path is at most
+        # 107 bytes, so not the test's tmp dir) is removed on close.
+        self._tmp = tempfile.mkdtemp(prefix="cdp-")
+        env = {**os.environ, "TMPDIR": self._tmp}
         to_child, self._write = os.pipe()
         self._read, from_child = os.pipe()
         self.proc = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, pass_fds=(3, 4),
+            env=env, start_new_session=True, pass_fds=(3, 4),
             preexec_fn=lambda: _as_fds_3_and_4(to_child, from_child))
         os.close(to_child)
         os.close(from_child)
@@ -87,6 +93,7 @@ class Page:
                 os.close(fd)
             except OSError:
                 pass
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     # -- protocol -----------------------------------------------------------------------
 
