@@ -16,8 +16,10 @@ as ``error`` with the reason; those still waiting for their start time are prepa
 another worker. The server process is a child subreaper, so processes orphaned by a dead
 worker land here and are killed too.
 
-Each worker sits in a *seat*: the seat holds the worker process, its pipe and the runs it
-holds; a worker that dies is replaced in the same seat.
+Each worker sits in a *seat*: the seat holds the worker process, its pipe, the runs it
+holds and the directory its runs' directories are made in (a temporary directory of the
+seat's own); a worker that dies is replaced in the same seat, and since a dead worker
+cleans up nothing, its runs' directories go with that directory.
 
 Lifecycle (the same words as every long-lived component of the server): ``open()`` starts
 the workers, ``submit()``... hands them runs, ``close(grace)`` stops taking runs, discards
@@ -32,12 +34,15 @@ import itertools
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 import psutil
 
@@ -73,6 +78,7 @@ class _Seat:
 
     process: multiprocessing.process.BaseProcess
     conn: Connection
+    rundirs: Path
     capacity: int = 1
     runs: dict[int, _Assigned] = field(default_factory=dict)
     hung: int | None = None  # the run whose overdue end got the worker killed
@@ -242,14 +248,19 @@ class WorkerPool:
 
     def _spawn(self) -> _Seat:
         parent, child = self._ctx.Pipe(duplex=True)
+        rundirs = Path(tempfile.mkdtemp(prefix="task-worker-"))
         process = self._ctx.Process(target=worker_main,
                                     args=(child, self._protected, self._log_level,
-                                          self._log_formatter),
+                                          self._log_formatter, rundirs),
                                     name="task-worker", daemon=False)
-        process.start()
+        try:
+            process.start()
+        except BaseException:
+            shutil.rmtree(rundirs, ignore_errors=True)
+            raise
         child.close()
         log.info("worker started: pid %d", process.pid)
-        return _Seat(process=process, conn=parent)
+        return _Seat(process=process, conn=parent, rundirs=rundirs)
 
     def _supervise(self) -> None:
         os.set_blocking(self._wake_w, False)
@@ -322,6 +333,7 @@ class WorkerPool:
         log.warning("worker pid %d died: %s", seat.process.pid, reason)
         self._kill_orphans()
         cgroups.sweep(self._cgroups, seat.process.pid)
+        shutil.rmtree(seat.rundirs, ignore_errors=True)
         seat.conn.close()
         now = self._clock()
         with self._lock:
@@ -466,6 +478,8 @@ class WorkerPool:
                 seat.process.join(1)
             cgroups.sweep(self._cgroups, seat.process.pid)
         self._kill_orphans()
+        for seat in self._seats:
+            shutil.rmtree(seat.rundirs, ignore_errors=True)
 
     def _report(self, result: RunResult) -> None:
         self._call(self._on_result, result)

@@ -79,16 +79,17 @@ class _Stop:
     reason: str
 
 
-def prepare(request: RunRequest, confiner: Confiner, *,
-            now: float | None = None) -> "Run | RunResult":
+def prepare(request: RunRequest, confiner: Confiner, *, now: float | None = None,
+            rundirs: Path | None = None) -> "Run | RunResult":
     """Prepare ``request``'s process, to be released at ``request.scheduled_for`` (epoch
-    seconds; None or past: at once). Returns the prepared run, or the result of a run that
+    seconds; None or past: at once), its run directory made in ``rundirs`` (None: the
+    system's temporary directory). Returns the prepared run, or the result of a run that
     ends here: ``rejected`` by the policy, or ``error`` when its cgroups or its process
     could not be made."""
     now = time.time() if now is None else now
     # Read with ``now``: the release instant must not move by the time preparing takes.
     release_at = time.monotonic() + max(0.0, (request.scheduled_for or now) - now)
-    rundir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-"))
+    rundir = Path(tempfile.mkdtemp(prefix=f"run-{request.run_id}-", dir=rundirs))
     confinement = None
     try:
         tmpdir = rundir / "tmp"

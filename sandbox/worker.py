@@ -30,10 +30,12 @@ import logging
 import os
 import resource
 import selectors
+import shutil
 import signal
 import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from policies import Policy
 
@@ -63,10 +65,22 @@ def _ignore(signum, frame) -> None:
 
 def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
                 log_level: int = logging.WARNING,
-                log_formatter: logging.Formatter | None = None) -> None:
+                log_formatter: logging.Formatter | None = None,
+                rundirs: Path | None = None) -> None:
     """Entry point of a worker process; returns when told to stop or the server is gone.
     Its log lines go to stderr, shaped by ``log_formatter`` when the server gives one
-    (so that they match the server's own lines)."""
+    (so that they match the server's own lines). Its runs' directories are made in
+    ``rundirs`` (the system's temporary directory if None), which it removes at its end;
+    should the worker die, the pool removes it."""
+    try:
+        _work(conn, protected, log_level, log_formatter, rundirs)
+    finally:
+        if rundirs is not None:
+            shutil.rmtree(rundirs, ignore_errors=True)
+
+
+def _work(conn: Connection, protected: ProtectedPaths, log_level: int,
+          log_formatter: logging.Formatter | None, rundirs: Path | None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(log_formatter or logging.Formatter(
         "%(asctime)s worker %(process)d %(levelname)s %(message)s"))
@@ -91,16 +105,17 @@ def worker_main(conn: Connection, protected: ProtectedPaths = ProtectedPaths(),
         conn.send(("hello", isolation.to_dict(), capacity))
     except OSError:
         return
-    WorkerLoop(conn, confiner).serve()
+    WorkerLoop(conn, confiner, rundirs).serve()
 
 
 class WorkerLoop:
     """The worker's event loop over the server's pipe and its runs (see the module
     docstring)."""
 
-    def __init__(self, conn: Connection, confiner: Confiner):
+    def __init__(self, conn: Connection, confiner: Confiner, rundirs: Path | None = None):
         self.conn = conn
         self.confiner = confiner
+        self.rundirs = rundirs
         self.sel = selectors.DefaultSelector()
         self.sel.register(conn.fileno(), selectors.EVENT_READ, _CONN)
         self.runs: dict[int, Run] = {}
@@ -268,7 +283,7 @@ class WorkerLoop:
         if self.policy is not None and self.policy.revision > request.policy.revision:
             request = replace(request, policy=self.policy)
         try:
-            prepared = runner.prepare(request, self.confiner)
+            prepared = runner.prepare(request, self.confiner, rundirs=self.rundirs)
         except Exception as exc:  # one run's surprise must not cost the others their worker
             log.exception("preparing run %d failed", request.run_id, extra={"run_id": request.run_id})
             prepared = RunResult(run_id=request.run_id, status=Outcome.ERROR,

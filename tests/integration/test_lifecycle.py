@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -89,11 +91,15 @@ def test_a_killed_worker_is_replaced_and_its_run_recorded(server):
     [job] = server.processes_with("sleep 60.102")
     workers = _worker_pids(server)
     [worker] = [p.pid for p in psutil.Process(job).parents() if p.pid in workers]
+    [rundir] = Path(tempfile.gettempdir()).glob(f"task-worker-*/run-{run_id}-*")
     killed_at = time.monotonic()
     os.kill(worker, signal.SIGKILL)
     run = server.wait_run(run_id, timeout=5)
     assert run["status"] == "error"
     assert f"pid {worker}" in run["reason"] and "SIGKILL" in run["reason"]
+    # The dead worker removed nothing of its run; the pool removes its directories.
+    wait_until(lambda: not rundir.parent.exists(), timeout=3,
+               message="the dead worker's run directories to be removed")
     wait_until(lambda: server.post("status")["workers"]["alive"] == 2, timeout=2,
                message="a replacement worker")
     assert time.monotonic() - killed_at < 2

@@ -152,7 +152,7 @@ def _park_toucher(pool: WorkerPool, policy: Policy, run_id: int):
 
 
 def _run_dirs(run_id: int) -> list[Path]:
-    return list(Path(tempfile.gettempdir()).glob(f"run-{run_id}-*"))
+    return list(Path(tempfile.gettempdir()).glob(f"task-worker-*/run-{run_id}-*"))
 
 
 def _run_groups(worker_pid: int, run_id: int) -> list[Path]:
@@ -252,6 +252,8 @@ def test_a_dead_worker_s_prepared_runs_are_prepared_again_and_its_running_run_er
     worker = _worker(pool)
     _prepared(worker, 3)
     old = {p.pid for p in _tree(worker)} - {worker.pid}
+    held = [path for run_id in (10, 11, 12) for path in _run_dirs(run_id)]
+    assert len(held) == 3
     os.kill(worker.pid, signal.SIGKILL)
     lost = seen.result(10)
     assert lost.status is Outcome.ERROR and "died" in lost.reason
@@ -262,6 +264,7 @@ def test_a_dead_worker_s_prepared_runs_are_prepared_again_and_its_running_run_er
         assert result.status is Outcome.SUCCEEDED, result
         assert float(result.stdout.strip()) >= slot
     assert not _run_groups(worker.pid, 10) and not _run_groups(worker.pid, 11)
+    assert not any(path.exists() for path in held)  # a dead worker removes nothing itself
 
 
 def test_a_burst_larger_than_the_bound_never_exceeds_it(make_pool, policy):
