@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 MAX_PAUSE = 3600.0
@@ -106,51 +107,11 @@ def _stash_run_times() -> _RunTimeStash:
     return stash
 
 
-def lateness_aps(plan: dict, out: str) -> None:
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    stash = _stash_run_times()
-    records, command, lock = [], plan["command"], threading.Lock()
-
-    def fire(task_id: str) -> None:
-        due = stash.local.run_time.timestamp()
-        started = _launch(command)
-        with lock:
-            records.append([task_id, due, started, "succeeded"])
-
-    def skipped(event) -> None:
-        with lock:
-            records.extend([event.job_id, t.timestamp(), None, "skipped"]
-                           for t in event.scheduled_run_times)
-
-    sched = BackgroundScheduler(job_defaults={"misfire_grace_time": None, "coalesce": True,
-                                              "max_instances": 1})
-    sched.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
-    for task in plan["tasks"]:
-        sched.add_job(fire, "interval", seconds=task["interval"], id=task["id"], args=(task["id"],),
-                      start_date=datetime.fromtimestamp(task["first"], tz=timezone.utc))
-    sched.start()
-    _sleep_until(plan["end"] + 1.0)
-    sched.shutdown(wait=True)
-    with open(out, "w") as f:
-        json.dump(records, f)
-
-
-def _read_clock(command: str) -> float | None:
-    """Run the job; its output is the instant it started by its own clock (None if it
-    printed no number)."""
-    done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
-    try:
-        return float(done.stdout)
-    except ValueError:
-        return None
-
-
-def ontime_aps(plan: dict, out: str, threads: int) -> None:
-    """Every task of the plan as an interval job ending at the plan's last slot, in a pool of
-    ``threads`` threads; each run records the clock its job printed."""
+def _aps(plan: dict, out: str, job: Callable[[str], tuple[float | None, str]], *,
+         threads: int = 10, last: float | None = None, until: float) -> None:
+    """Every task of the plan as an APScheduler 3 interval job (ending at the slot ``last``
+    if given) in a pool of ``threads`` threads, until ``until``; ``job(command)`` runs the
+    command and gives the record's started instant and status."""
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -160,9 +121,9 @@ def ontime_aps(plan: dict, out: str, threads: int) -> None:
 
     def fire(task_id: str) -> None:
         due = stash.local.run_time.timestamp()
-        clock = _read_clock(command)
+        started, status = job(command)
         with lock:
-            records.append([task_id, due, clock, "failed" if clock is None else "succeeded"])
+            records.append([task_id, due, started, status])
 
     def skipped(event) -> None:
         with lock:
@@ -173,16 +134,40 @@ def ontime_aps(plan: dict, out: str, threads: int) -> None:
                                 job_defaults={"misfire_grace_time": None, "coalesce": True,
                                               "max_instances": 1})
     sched.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
-    last = datetime.fromtimestamp(plan["last"], tz=timezone.utc)
+    end_date = datetime.fromtimestamp(last, tz=timezone.utc) if last is not None else None
     for task in plan["tasks"]:
         sched.add_job(fire, "interval", seconds=task["interval"], id=task["id"], args=(task["id"],),
                       start_date=datetime.fromtimestamp(task["first"], tz=timezone.utc),
-                      end_date=last)
+                      end_date=end_date)
     sched.start()
-    _sleep_until(plan["last"] + 1.0)
+    _sleep_until(until)
     sched.shutdown(wait=True)  # the pool's queued runs too
     with open(out, "w") as f:
         json.dump(records, f)
+
+
+def lateness_aps(plan: dict, out: str) -> None:
+    """Every task of the plan as an interval job in APScheduler's default pool (10 threads);
+    each run records when its process was launched."""
+    _aps(plan, out, lambda command: (_launch(command), "succeeded"), until=plan["end"] + 1.0)
+
+
+def _read_clock(command: str) -> tuple[float | None, str]:
+    """Run the job; its output is the instant it started by its own clock (None, and
+    ``failed``, if it printed no number)."""
+    done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True)
+    try:
+        return float(done.stdout), "succeeded"
+    except ValueError:
+        return None, "failed"
+
+
+def ontime_aps(plan: dict, out: str, threads: int) -> None:
+    """Every task of the plan as an interval job ending at the plan's last slot, in a pool of
+    ``threads`` threads; each run records the clock its job printed."""
+    _aps(plan, out, _read_clock, threads=threads, last=plan["last"],
+         until=plan["last"] + 1.0)
 
 
 def _noop(command: str) -> None:
